@@ -1,0 +1,50 @@
+"""rtkit: radiotherapy DICOM-RT analysis with exact geometry.
+
+The public API is listed in ``__all__``; see ``docs/`` and DESIGN.md.
+"""
+
+import logging as _logging
+
+from . import config, datasets
+from .errors import (
+    AmbiguousCaseError,
+    DicomReadError,
+    FrameOfReferenceError,
+    GeometryError,
+    MetricError,
+    MissingDependencyError,
+    RegistrationError,
+    RTKitError,
+    RTKitWarning,
+)
+from .geometry import Grid
+from .image import Image
+from .io import Case, Index, Patient, Series, Study, load, read_image, scan
+
+__version__ = "0.1.0.dev0"
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+__all__ = [
+    "AmbiguousCaseError",
+    "Case",
+    "DicomReadError",
+    "FrameOfReferenceError",
+    "GeometryError",
+    "Grid",
+    "Image",
+    "Index",
+    "MetricError",
+    "MissingDependencyError",
+    "Patient",
+    "RTKitError",
+    "RTKitWarning",
+    "RegistrationError",
+    "Series",
+    "Study",
+    "config",
+    "datasets",
+    "load",
+    "read_image",
+    "scan",
+]

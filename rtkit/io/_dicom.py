@@ -1,0 +1,420 @@
+"""Low-level DICOM file access: sniffing, reading, and header records.
+
+Everything that touches pydicom for reading goes through here, so that
+error handling (a clear :class:`~rtkit.DicomReadError` naming the file) and
+leniency rules live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from ..errors import DicomReadError, RTKitWarning
+
+log = logging.getLogger("rtkit.io")
+
+# --------------------------------------------------------------------- SOP classes
+_SOP_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.128.1": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RTIMAGE",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.481.4": "RTRECORD",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.481.8": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.66.1": "REG",
+    "1.2.840.10008.5.1.4.1.1.66.3": "REG",
+}
+ION_PLAN_SOP = "1.2.840.10008.5.1.4.1.1.481.8"
+DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+
+#: Modalities assembled into volumes.
+IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
+#: Modalities handled as RT objects and linked to a planning CT.
+RT_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "RTIMAGE", "RTRECORD"})
+
+
+@contextmanager
+def quiet_pydicom(path: Path) -> Iterator[None]:
+    """Turn pydicom's value-validation warnings into DEBUG log lines naming the file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, RTKitWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
+            log.debug("%s: pydicom: %s", path, w.message)
+
+
+class NotDicomError(Exception):
+    """Internal: the file does not look like DICOM at all."""
+
+
+def _looks_like_dicom(head: bytes) -> bool | None:
+    """True: DICM preamble; None: no preamble but a plausible first tag; False: not DICOM."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    group_le = int.from_bytes(head[0:2], "little")
+    group_be = int.from_bytes(head[0:2], "big")
+    if group_le in (0x0002, 0x0008) or group_be == 0x0008:
+        return None
+    return False
+
+
+def open_dataset(
+    path: str | os.PathLike[str], *, headers_only: bool, specific_tags: list[Any] | None = None
+) -> Dataset:
+    """Read one DICOM file, with or without a preamble.
+
+    Parameters
+    ----------
+    path : path-like
+    headers_only : bool
+        Stop before the pixel data.
+    specific_tags : list, optional
+        Passed to :func:`pydicom.dcmread`.
+
+    Raises
+    ------
+    NotDicomError
+        The file is not DICOM (no preamble and no plausible first tag).
+    DicomReadError
+        The file looks like DICOM but cannot be parsed.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fp:
+            head = fp.read(132)
+            kind = _looks_like_dicom(head)
+            if kind is False:
+                raise NotDicomError(str(p))
+            fp.seek(0)
+            with quiet_pydicom(p):
+                ds = pydicom.dcmread(
+                    fp,
+                    stop_before_pixels=headers_only,
+                    force=kind is None,
+                    specific_tags=specific_tags,
+                )
+    except NotDicomError:
+        raise
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
+            AttributeError, IndexError, OverflowError, NotImplementedError) as exc:
+        raise DicomReadError(
+            f"{p}: cannot be read as DICOM ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or corrupt; re-export it from the source system."
+        ) from exc
+    if not any(k in ds for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
+        if kind is None:
+            raise NotDicomError(str(p))
+        raise DicomReadError(
+            f"{p}: holds no DICOM object (no SOPClassUID, SOPInstanceUID or Modality after the "
+            "file meta). The file is probably truncated; re-export it."
+        )
+    return ds
+
+
+# --------------------------------------------------------------------- records
+def _str(ds: Dataset, keyword: str) -> str | None:
+    v = ds.get(keyword)
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
+    v = ds.get(keyword)
+    if v is None or v == "":
+        return None
+    try:
+        vals = tuple(float(x) for x in (v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]))
+    except (TypeError, ValueError):
+        return None
+    if len(vals) != n or not all(np.isfinite(vals)):
+        return None
+    return vals
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    v = _floats(ds, keyword, 1)
+    return None if v is None else v[0]
+
+
+def _seq(ds: Dataset, keyword: str) -> list[Dataset]:
+    v = ds.get(keyword)
+    return list(v) if v else []
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Geometry of one 2-D frame: position (mm, LPS), orientation, spacing."""
+
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float = 1.0
+    intercept: float = 0.0
+
+
+@dataclass
+class Instance:
+    """Header facts of one DICOM file (one SOP instance), read by :func:`rtkit.scan`.
+
+    Attributes hold the raw DICOM values rtkit needs for indexing, linking and
+    building a grid; the file's pixel data are not read.
+    """
+
+    path: Path
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    modality: str
+    modality_tag: str | None
+    patient_id: str | None
+    patient_name: str | None
+    study_instance_uid: str | None
+    study_description: str | None
+    study_date: str | None
+    series_instance_uid: str | None
+    series_description: str | None
+    series_number: int | None
+    frame_of_reference_uid: str | None
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int = 1
+    samples_per_pixel: int = 1
+    bits_stored: int | None = None
+    pixel_representation: int | None = None
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    transfer_syntax_uid: str | None = None
+    frames: list[FrameGeometry] = field(default_factory=list)
+    units: str | None = None
+    label: str | None = None
+    referenced_frames: set[str] = field(default_factory=set)
+    referenced_series: set[str] = field(default_factory=set)
+    referenced_instances: set[str] = field(default_factory=set)
+    dose_summation_type: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.modality in IMAGE_MODALITIES
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    v = ds.get(keyword)
+    try:
+        return None if v in (None, "") else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rescale(item: Dataset) -> tuple[float, float]:
+    slope = _float(item, "RescaleSlope")
+    intercept = _float(item, "RescaleIntercept")
+    return (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
+
+
+def _frame_geometries(ds: Dataset) -> list[FrameGeometry]:
+    """Per-frame geometry for single-frame, enhanced multi-frame and offset-vector images."""
+    nframes = _int(ds, "NumberOfFrames") or 1
+    shared = _seq(ds, "SharedFunctionalGroupsSequence")
+    per_frame = _seq(ds, "PerFrameFunctionalGroupsSequence")
+    if per_frame:
+        sh = shared[0] if shared else Dataset()
+
+        def pick(fg: Dataset, seq: str) -> Dataset | None:
+            for src in (fg, sh):
+                items = _seq(src, seq)
+                if items:
+                    return items[0]
+            return None
+
+        out = []
+        for fg in per_frame:
+            pos = pick(fg, "PlanePositionSequence")
+            ori = pick(fg, "PlaneOrientationSequence")
+            mea = pick(fg, "PixelMeasuresSequence")
+            pvt = pick(fg, "PixelValueTransformationSequence")
+            slope, intercept = _rescale(pvt) if pvt is not None else _rescale(ds)
+            out.append(
+                FrameGeometry(
+                    _floats(pos, "ImagePositionPatient", 3) if pos is not None else None,
+                    _floats(ori, "ImageOrientationPatient", 6) if ori is not None else None,
+                    _floats(mea, "PixelSpacing", 2) if mea is not None else None,
+                    slope,
+                    intercept,
+                )
+            )
+        return out
+    pos = _floats(ds, "ImagePositionPatient", 3)
+    ori = _floats(ds, "ImageOrientationPatient", 6)
+    spacing = _floats(ds, "PixelSpacing", 2)
+    slope, intercept = _rescale(ds)
+    if nframes == 1:
+        return [FrameGeometry(pos, ori, spacing, slope, intercept)]
+    offsets = ds.get("GridFrameOffsetVector")
+    if offsets is not None and pos is not None and ori is not None and len(offsets) == nframes:
+        # Relative (first value 0) or absolute (first value = position along the normal):
+        # in both forms frame k lies (o_k - o_0) mm along the normal from the first frame.
+        o = np.asarray([float(x) for x in offsets])
+        normal = np.cross(ori[:3], ori[3:])
+        p0 = np.asarray(pos)
+        return [
+            FrameGeometry(tuple(p0 + (ok - o[0]) * normal), ori, spacing, slope, intercept)
+            for ok in o
+        ]
+    return [FrameGeometry(None, ori, spacing, slope, intercept) for _ in range(nframes)]
+
+
+def _references(ds: Dataset, modality: str) -> tuple[set[str], set[str], set[str]]:
+    frames: set[str] = set()
+    series: set[str] = set()
+    instances: set[str] = set()
+
+    def add(target: set[str], item: Dataset, keyword: str) -> None:
+        v = _str(item, keyword)
+        if v:
+            target.add(v)
+
+    if modality == "RTSTRUCT":
+        for rf in _seq(ds, "ReferencedFrameOfReferenceSequence"):
+            add(frames, rf, "FrameOfReferenceUID")
+            for st in _seq(rf, "RTReferencedStudySequence"):
+                for se in _seq(st, "RTReferencedSeriesSequence"):
+                    add(series, se, "SeriesInstanceUID")
+    elif modality in ("RTPLAN", "RTDOSE", "RTRECORD"):
+        for kw in ("ReferencedStructureSetSequence", "ReferencedRTPlanSequence",
+                   "ReferencedDoseSequence"):
+            for item in _seq(ds, kw):
+                add(instances, item, "ReferencedSOPInstanceUID")
+    elif modality == "REG":
+        for item in _seq(ds, "RegistrationSequence"):
+            add(frames, item, "FrameOfReferenceUID")
+        for item in _seq(ds, "DeformableRegistrationSequence"):
+            add(frames, item, "SourceFrameOfReferenceUID")
+        for item in _seq(ds, "ReferencedSeriesSequence"):
+            add(series, item, "SeriesInstanceUID")
+        for st in _seq(ds, "StudiesContainingOtherReferencedInstancesSequence"):
+            for item in _seq(st, "ReferencedSeriesSequence"):
+                add(series, item, "SeriesInstanceUID")
+    return frames, series, instances
+
+
+def resolve_modality(ds: Dataset) -> tuple[str, str | None]:
+    """Modality from the SOP Class (authoritative), falling back on the Modality tag."""
+    tag = _str(ds, "Modality")
+    sop = _str(ds, "SOPClassUID")
+    from_sop = _SOP_MODALITY.get(sop or "")
+    return (from_sop or (tag or "OT").upper()), tag
+
+
+def make_instance(ds: Dataset, path: Path) -> Instance:
+    """Build an :class:`Instance` record from a (header-only) dataset."""
+    with quiet_pydicom(path):
+        return _make_instance(ds, path)
+
+
+def _make_instance(ds: Dataset, path: Path) -> Instance:
+    modality, tag = resolve_modality(ds)
+    meta = getattr(ds, "file_meta", None)
+    ts = _str(meta, "TransferSyntaxUID") if meta is not None else None
+    frames, series, instances = _references(ds, modality)
+    name = ds.get("PatientName")
+    inst = Instance(
+        path=path,
+        sop_class_uid=_str(ds, "SOPClassUID"),
+        sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        modality=modality,
+        modality_tag=tag,
+        patient_id=_str(ds, "PatientID"),
+        patient_name=str(name).strip() if name not in (None, "") else None,
+        study_instance_uid=_str(ds, "StudyInstanceUID"),
+        study_description=_str(ds, "StudyDescription"),
+        study_date=_str(ds, "StudyDate"),
+        series_instance_uid=_str(ds, "SeriesInstanceUID"),
+        series_description=_str(ds, "SeriesDescription"),
+        series_number=_int(ds, "SeriesNumber"),
+        frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
+        instance_number=_int(ds, "InstanceNumber"),
+        acquisition_number=_int(ds, "AcquisitionNumber"),
+        transfer_syntax_uid=ts,
+        referenced_frames=frames,
+        referenced_series=series,
+        referenced_instances=instances,
+        label=_str(ds, "StructureSetLabel") or _str(ds, "RTPlanLabel"),
+        dose_summation_type=_str(ds, "DoseSummationType"),
+    )
+    if modality in IMAGE_MODALITIES or modality == "RTDOSE":
+        inst.rows = _int(ds, "Rows")
+        inst.columns = _int(ds, "Columns")
+        inst.number_of_frames = _int(ds, "NumberOfFrames") or 1
+        inst.samples_per_pixel = _int(ds, "SamplesPerPixel") or 1
+        inst.bits_stored = _int(ds, "BitsStored")
+        inst.pixel_representation = _int(ds, "PixelRepresentation")
+        inst.slice_thickness = _float(ds, "SliceThickness")
+        inst.spacing_between_slices = _float(ds, "SpacingBetweenSlices")
+        inst.units = _str(ds, "Units") or _str(ds, "DoseUnits")
+        inst.frames = _frame_geometries(ds)
+    return inst
+
+
+def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
+    """Decoded stored pixel values, shape (frames, rows, columns).
+
+    Raises
+    ------
+    DicomReadError
+        Missing or short pixel data, or a compressed transfer syntax without
+        an installed decoder (the message names the ``codecs`` extra).
+    """
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomReadError(f"{path}: no pixel data. The file holds only a header.")
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        arr = ds.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        name = getattr(ts, "name", None) or str(ts)
+        raise DicomReadError(
+            f"{path}: pixel data use the transfer syntax '{name}' ({ts}), which no installed "
+            "decoder handles. Install the decoders with  pip install 'rtkit[codecs]'  "
+            f"(pylibjpeg + openjpeg/libjpeg plugins). Decoder said: {exc}"
+        ) from exc
+    except (ValueError, AttributeError, KeyError, TypeError, EOFError, IndexError) as exc:
+        raise DicomReadError(
+            f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}). "
+            "The file may be truncated; re-export it."
+        ) from exc
+    nframes = _int(ds, "NumberOfFrames") or 1
+    spp = _int(ds, "SamplesPerPixel") or 1
+    if spp != 1:
+        raise DicomReadError(
+            f"{path}: SamplesPerPixel is {spp} (colour); rtkit volumes hold one value per voxel."
+        )
+    return arr.reshape(nframes, arr.shape[-2], arr.shape[-1])

@@ -1,0 +1,383 @@
+"""Assemble image series (CT, MR, PET) into :class:`rtkit.Image` volumes.
+
+Slices are ordered by their position along the slice normal (never by file
+name or InstanceNumber).  The grid's slice step is the measured vector from
+the first to the last slice divided by the number of steps, so tilted
+(sheared) series keep exact positions.  See ``docs/geometry.md`` for the
+rules on gaps, duplicates and non-uniform pitch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+
+from .. import config
+from ..errors import AmbiguousCaseError, DicomReadError, GeometryError, warn
+from ..geometry import Grid
+from ..image import Image
+from ._dicom import (
+    IMAGE_MODALITIES,
+    FrameGeometry,
+    Instance,
+    NotDicomError,
+    decode_pixels,
+    make_instance,
+    open_dataset,
+)
+
+__all__ = ["read_image", "series_image", "SliceLayout", "layout_frames"]
+
+log = logging.getLogger("rtkit.io")
+
+_POS_TOL = 1e-3  # mm: two frames closer than this along the normal share a position
+
+
+@dataclass
+class SliceLayout:
+    """How the frames of a series fill a regular grid.
+
+    Attributes
+    ----------
+    grid : Grid
+    sources : list of (Instance, int)
+        The frame (instance, frame index) of each source slice, in grid order.
+    weights : None or (ndarray of int, ndarray of float)
+        ``None`` when source slice ``k`` is grid slice ``k``.  Otherwise, for
+        non-uniform pitch, grid slice ``k`` is ``(1 - w[k]) * src[i[k]] +
+        w[k] * src[i[k] + 1]`` (linear interpolation along the normal).
+    rescale : ndarray, shape (n, 2)
+        (slope, intercept) per source slice.
+    """
+
+    grid: Grid
+    sources: list[tuple[Instance, int]]
+    weights: tuple[NDArray[np.intp], NDArray[np.float64]] | None
+    rescale: NDArray[np.float64]
+
+
+def _describe(inst: Instance, frame: int) -> str:
+    return f"{inst.path}" + (f" frame {frame + 1}" if inst.number_of_frames > 1 else "")
+
+
+def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
+    """Order the frames of ``instances`` and build their :class:`Grid`.
+
+    Parameters
+    ----------
+    instances : sequence of Instance
+        All files of one series.
+    what : str
+        A name for messages (e.g. ``"CT series 1.2.3 (120 files)"``).
+
+    Raises
+    ------
+    GeometryError
+        Missing geometry attributes, mixed sizes/orientations/spacings,
+        duplicate positions, a missing slice, or (strict mode) non-uniform pitch.
+    """
+    frames: list[tuple[Instance, int, FrameGeometry]] = []
+    seen_sop: set[str] = set()
+    for inst in instances:
+        if inst.sop_instance_uid and inst.sop_instance_uid in seen_sop:
+            msg = f"{what}: {inst.path} repeats SOP instance {inst.sop_instance_uid}; ignoring the copy"
+            if config.strict:
+                raise GeometryError(msg)
+            warn(msg, log)
+            continue
+        if inst.sop_instance_uid:
+            seen_sop.add(inst.sop_instance_uid)
+        for k, fg in enumerate(inst.frames):
+            frames.append((inst, k, fg))
+    if not frames:
+        raise GeometryError(f"{what}: no image frames")
+
+    # --- every frame must carry geometry
+    for inst, k, fg in frames:
+        missing = [n for n, v in (("ImagePositionPatient", fg.position),
+                                  ("ImageOrientationPatient", fg.orientation),
+                                  ("PixelSpacing", fg.pixel_spacing)) if v is None]
+        if missing or inst.rows is None or inst.columns is None:
+            missing += [n for n, v in (("Rows", inst.rows), ("Columns", inst.columns)) if v is None]
+            raise GeometryError(
+                f"{_describe(inst, k)}: missing or invalid {', '.join(missing)}; "
+                "without it the slice cannot be placed in patient coordinates."
+            )
+
+    # --- consistency across frames
+    def check_same(label: str, values: list, close: Callable[[object, object], bool]) -> None:
+        ref = values[0]
+        bad = [i for i, v in enumerate(values) if not close(v, ref)]
+        if bad:
+            inst, k, _ = frames[bad[0]]
+            raise GeometryError(
+                f"{what}: mixed {label}: {ref} in {_describe(frames[0][0], frames[0][1])} but "
+                f"{values[bad[0]]} in {_describe(inst, k)} ({len(bad)} of {len(values)} frames differ). "
+                "The folder probably mixes several series; pass the files of one series."
+            )
+
+    check_same("image sizes (rows, columns)", [(i.rows, i.columns) for i, _, _ in frames], lambda a, b: a == b)
+    check_same("orientations (ImageOrientationPatient)", [fg.orientation for _, _, fg in frames],
+               lambda a, b: np.allclose(a, b, atol=1e-4))
+    check_same("pixel spacings", [fg.pixel_spacing for _, _, fg in frames],
+               lambda a, b: np.allclose(a, b, rtol=1e-4, atol=1e-6))
+
+    first = frames[0]
+    iop = np.asarray(first[2].orientation, dtype=np.float64)
+    row_cos, col_cos = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    normal = np.cross(row_cos, col_cos)
+    pos = np.array([fg.position for _, _, fg in frames], dtype=np.float64)
+    d = pos @ normal
+    order = np.lexsort((np.arange(len(d)), d))
+    frames = [frames[i] for i in order]
+    pos, d = pos[order], d[order]
+    n = len(frames)
+    rows, cols = first[0].rows, first[0].columns
+    spacing = first[2].pixel_spacing
+    frame_uid = next((i.frame_of_reference_uid for i, _, _ in frames if i.frame_of_reference_uid), None)
+
+    dup = np.flatnonzero(np.diff(d) < _POS_TOL)
+    if dup.size:
+        j = dup[0]
+        raise GeometryError(
+            f"{what}: {dup.size + 1 if dup.size == 1 else dup.size} frames share a slice position; "
+            f"e.g. {d[j]:.3f} mm along the normal in {_describe(frames[j][0], frames[j][1])} and "
+            f"{_describe(frames[j + 1][0], frames[j + 1][1])}. The folder may hold two acquisitions "
+            "(check AcquisitionNumber); pass the files of one of them."
+        )
+
+    weights = None
+    if n == 1:
+        inst = frames[0][0]
+        thick = inst.spacing_between_slices or inst.slice_thickness
+        if not thick or thick <= 0:
+            warn(f"{what}: one slice and no SliceThickness/SpacingBetweenSlices; assuming 1 mm", log)
+            thick = 1.0
+        step = normal * thick
+    else:
+        steps = np.diff(d)
+        pitch = float(np.median(steps))
+        gaps = np.flatnonzero(steps > 1.5 * pitch)
+        if gaps.size:
+            lines = ", ".join(f"{d[g]:.3f} -> {d[g + 1]:.3f} mm" for g in gaps[:5])
+            raise GeometryError(
+                f"{what}: missing slice(s): the pitch is {pitch:.3f} mm but the positions along the "
+                f"normal jump {lines} ({gaps.size} gap(s)). Add the missing files or read the "
+                "slices on each side as separate volumes."
+            )
+        step = (pos[-1] - pos[0]) / (n - 1)
+        expected = pos[0] + np.arange(n)[:, None] * step
+        dev = pos - expected
+        along = dev @ normal
+        across = np.linalg.norm(dev - along[:, None] * normal, axis=1)
+        tol = config.slice_tolerance_mm
+        if across.max() > max(tol, 1e-6 * pitch):
+            k = int(np.argmax(across))
+            raise GeometryError(
+                f"{what}: slice positions do not lie on a line: {_describe(frames[k][0], frames[k][1])} "
+                f"is {across[k]:.3f} mm off it in-plane. rtkit cannot place these slices on one grid."
+            )
+        if np.abs(along).max() > tol:
+            k = int(np.argmax(np.abs(along)))
+            msg = (
+                f"{what}: non-uniform slice pitch ({steps.min():.3f} to {steps.max():.3f} mm); "
+                f"the largest deviation from a uniform {np.linalg.norm(step):.4f} mm pitch is "
+                f"{abs(along[k]):.3f} mm at {_describe(frames[k][0], frames[k][1])}"
+            )
+            if config.strict:
+                raise GeometryError(msg)
+            warn(msg + ". Resampled linearly along the normal onto the uniform grid from the "
+                 "first to the last slice (same number of slices).", log)
+            target = d[0] + np.arange(n) * (d[-1] - d[0]) / (n - 1)
+            i = np.clip(np.searchsorted(d, target, side="right") - 1, 0, n - 2)
+            w = np.clip((target - d[i]) / (d[i + 1] - d[i]), 0.0, 1.0)
+            weights = (i.astype(np.intp), w)
+            step = normal * (d[-1] - d[0]) / (n - 1)
+    affine = np.eye(4)
+    affine[:3, 0] = step
+    affine[:3, 1] = col_cos * spacing[0]
+    affine[:3, 2] = row_cos * spacing[1]
+    affine[:3, 3] = pos[0]
+    try:
+        grid = Grid((n, rows, cols), affine, frame_uid)
+    except GeometryError as exc:
+        raise GeometryError(f"{what}: {exc}") from exc
+    rescale = np.array([(fg.slope, fg.intercept) for _, _, fg in frames], dtype=np.float64)
+    return SliceLayout(grid, [(i, k) for i, k, _ in frames], weights, rescale)
+
+
+def _output_dtype(layout: SliceLayout, raw: np.dtype) -> np.dtype:
+    slopes, intercepts = layout.rescale[:, 0], layout.rescale[:, 1]
+    if layout.weights is not None or raw.kind not in "iu" or np.any(slopes != 1) or np.any(
+        intercepts != np.round(intercepts)
+    ):
+        return np.dtype(np.float32) if raw.itemsize <= 2 or raw.kind != "f" else raw
+    # Range of the stored values: from BitsStored when known, else the raw dtype.
+    info = np.iinfo(raw)
+    lo, hi = info.min, info.max
+    bits = {i.bits_stored for i, _ in layout.sources}
+    if len(bits) == 1 and (b := bits.pop()) and 0 < b < info.bits:
+        lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if raw.kind == "i" else (0, (1 << b) - 1)
+    lo, hi = lo + intercepts.min(), hi + intercepts.max()
+    for cand in (np.int16, np.int32):
+        ci = np.iinfo(cand)
+        if lo >= ci.min and hi <= ci.max:
+            return np.dtype(cand)
+    return np.dtype(np.float64)
+
+
+def load_pixels(layout: SliceLayout, get_dataset: Callable[[Instance], Dataset]) -> NDArray:
+    """Decode, rescale and stack the pixel data of a :class:`SliceLayout`.
+
+    Returns
+    -------
+    ndarray, shape ``layout.grid.shape``
+        Rescaled values (HU for CT): int16/int32 when every slice's rescale
+        is an integer shift of integer data and fits, float32 otherwise.
+    """
+    cache: dict[int, NDArray] = {}
+    out: NDArray | None = None
+    n = len(layout.sources)
+    stack_shape = (n, *layout.grid.shape[1:])
+    for s, (inst, k) in enumerate(layout.sources):
+        key = id(inst)
+        if key not in cache:
+            if len(cache) > 4:  # keep only recent multi-frame arrays
+                cache.clear()
+            cache[key] = decode_pixels(get_dataset(inst), inst.path)
+        frame = cache[key][k]
+        if frame.shape != stack_shape[1:]:
+            raise DicomReadError(
+                f"{inst.path}: pixel data are {frame.shape} but Rows/Columns say {stack_shape[1:]}"
+            )
+        if out is None:
+            out = np.empty(stack_shape, dtype=_output_dtype(layout, frame.dtype))
+        slope, intercept = layout.rescale[s]
+        if out.dtype.kind in "iu":
+            oi = np.iinfo(out.dtype)
+            if int(frame.min()) + intercept < oi.min or int(frame.max()) + intercept > oi.max:
+                # Stored values beyond BitsStored: widen rather than wrap around.
+                out = out.astype(np.int64 if out.dtype.itemsize >= 4 else np.int32)
+            np.add(frame, int(intercept), out=out[s], dtype=out.dtype, casting="unsafe")
+        elif slope == 1 and intercept == 0:
+            out[s] = frame
+        else:
+            out[s] = frame * np.float64(slope) + np.float64(intercept)
+        if inst.number_of_frames == 1:
+            cache.pop(key, None)
+    assert out is not None
+    if layout.weights is not None:
+        i, w = layout.weights
+        w = w.astype(np.float32)[:, None, None]
+        out = ((1.0 - w) * out[i] + w * out[i + 1]).astype(np.float32)
+    return out
+
+
+def _meta(instances: Sequence[Instance]) -> dict:
+    i = instances[0]
+    return {
+        "patient_id": i.patient_id,
+        "patient_name": i.patient_name,
+        "study_instance_uid": i.study_instance_uid,
+        "series_description": i.series_description,
+        "series_number": i.series_number,
+        "units": i.units or ("HU" if i.modality == "CT" else None),
+        "files": len(instances),
+    }
+
+
+def _series_name(instances: Sequence[Instance]) -> str:
+    i = instances[0]
+    return f"{i.modality} series {i.series_instance_uid} ({len(instances)} files)"
+
+
+def series_image(instances: Sequence[Instance], get_dataset: Callable[[Instance], Dataset] | None = None) -> Image:
+    """An :class:`Image` for one series' header records.
+
+    The grid is built now from the headers; pixel data are read on first
+    access to ``Image.array`` (with ``get_dataset`` when given, else by
+    reading each file again).
+    """
+    layout = layout_frames(instances, _series_name(instances))
+    getter = get_dataset or (lambda inst: open_dataset(inst.path, headers_only=False))
+    i = instances[0]
+    return Image(
+        lambda: load_pixels(layout, getter),
+        layout.grid,
+        i.modality,
+        series_instance_uid=i.series_instance_uid,
+        meta=_meta(instances),
+    )
+
+
+def _files(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(path_or_files, (str, os.PathLike)):
+        p = Path(path_or_files)
+        if p.is_dir():
+            return sorted(f for f in p.rglob("*") if f.is_file())
+        if p.is_file():
+            return [p]
+        raise DicomReadError(f"{p}: no such file or folder")
+    return [Path(f) for f in path_or_files]
+
+
+def read_image(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Image:
+    """Read one image series (CT, MR, PET) into an :class:`Image`.
+
+    Parameters
+    ----------
+    path_or_files : path-like or sequence of path-like
+        A folder holding one image series (searched recursively; other,
+        non-image DICOM objects and non-DICOM files are ignored), or the
+        list of its files.
+
+    Returns
+    -------
+    Image
+        Pixel data read and rescaled (HU for CT) at once.
+
+    Raises
+    ------
+    DicomReadError
+        No image files, unreadable files, or undecodable pixel data.
+    AmbiguousCaseError
+        The files hold several image series; the message lists them.
+    GeometryError
+        The slices cannot form one regular grid (see :func:`layout_frames`).
+    """
+    files = _files(path_or_files)
+    by_series: dict[tuple[str | None, str], list[tuple[Instance, Dataset]]] = {}
+    for f in files:
+        try:
+            ds = open_dataset(f, headers_only=False)
+        except NotDicomError:
+            continue
+        inst = make_instance(ds, f)
+        if inst.modality not in IMAGE_MODALITIES:
+            continue
+        by_series.setdefault((inst.series_instance_uid, inst.modality), []).append((inst, ds))
+    if not by_series:
+        raise DicomReadError(f"{path_or_files}: no CT, MR, PET or NM image files found")
+    if len(by_series) > 1:
+        lines = "; ".join(
+            f"{m} {uid} ({len(v)} files, '{v[0][0].series_description or ''}')"
+            for (uid, m), v in by_series.items()
+        )
+        raise AmbiguousCaseError(
+            f"{path_or_files}: holds {len(by_series)} image series: {lines}. Pass the files of one "
+            "series, or use rtkit.scan(path).series to pick one."
+        )
+    pairs = next(iter(by_series.values()))
+    datasets = {id(inst): ds for inst, ds in pairs}
+    instances = [inst for inst, _ in pairs]
+    layout = layout_frames(instances, _series_name(instances))
+    array = load_pixels(layout, lambda inst: datasets[id(inst)])
+    i = instances[0]
+    return Image(array, layout.grid, i.modality, series_instance_uid=i.series_instance_uid, meta=_meta(instances))

@@ -1,0 +1,70 @@
+"""The rtkit command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from rtkit.cli import main
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "rtkit info" in out and "rtkit demo" in out
+    for sub in ("info", "demo"):
+        with pytest.raises(SystemExit):
+            main([sub, "--help"])
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+
+
+def test_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["info"])
+    assert e.value.code == 2
+
+
+def test_info_on_missing_path_fails_cleanly(capsys, tmp_path):
+    assert main(["info", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "no such file" in err and "Traceback" not in err
+
+
+def test_demo_prints_the_summary(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "Case RTKIT-DEMO-001" in out and "RTPLAN" in out and "HU -1000 to 700" in out
+    assert len(list((tmp_path / "d").iterdir())) == 43
+
+
+def test_info_lists_every_series_of_the_real_data(data_dir, capsys):
+    assert main(["info", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    files = [Path(d) / f for d, _, fs in os.walk(data_dir) for f in fs]
+    dcm = [f for f in files if f.suffix == ".dcm"]
+    uids = {str(pydicom.dcmread(f, stop_before_pixels=True, force=True).SeriesInstanceUID) for f in dcm}
+    for uid in uids:
+        assert f"series …{uid[-10:]}" in out or f"series {uid} " in out, uid
+    assert f"skipped {len(files) - len(dcm)} non-DICOM file(s)" in out
+    for folder in ("nelms-analytical-dvh", "dicompyler-core", "mirp-sts-ct-pet-mr", "rt-utils-mock",
+                   "opentps-phantom-ionplan", "misc-rt-objects"):
+        assert (data_dir / folder).is_dir()
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("rtkit")
+    if not exe.exists():
+        pytest.skip("rtkit console script not installed in this environment")
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "rtkit" in r.stdout
