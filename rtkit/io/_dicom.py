@@ -49,6 +49,7 @@ _SOP_MODALITY = {
 ION_PLAN_SOP = "1.2.840.10008.5.1.4.1.1.481.8"
 DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 
+_PIXEL_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "RTDOSE", "RTIMAGE"})
 #: Modalities assembled into volumes.
 IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 #: Modalities handled as RT objects and linked to a planning CT.
@@ -120,6 +121,7 @@ def open_dataset(
                     force=kind is None,
                     specific_tags=specific_tags,
                 )
+            at_end = fp.tell() >= os.fstat(fp.fileno()).st_size
     except NotDicomError:
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
@@ -128,6 +130,15 @@ def open_dataset(
             f"{p}: cannot be read as DICOM ({type(exc).__name__}: {exc}). "
             "The file may be truncated or corrupt; re-export it from the source system."
         ) from exc
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels and at_end and specific_tags is None and (
+        _SOP_MODALITY.get(str(ds.get("SOPClassUID", ""))) in _PIXEL_MODALITIES or "Rows" in ds
+    ):
+        # pydicom stops silently at the end of a file; an image without pixel data is cut short.
+        raise DicomReadError(
+            f"{p}: the file ends before its pixel data ({p.stat().st_size} bytes): it is "
+            "truncated. Re-export it from the source system."
+        )
     if not any(k in ds for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
         if kind is None:
             raise NotDicomError(str(p))

@@ -163,7 +163,8 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
         step = normal * thick
     else:
         steps = np.diff(d)
-        pitch = float(np.median(steps))
+        # Against the smallest step, so that a gap cannot hide in the median of a short series.
+        pitch = float(steps.min())
         gaps = np.flatnonzero(steps > 1.5 * pitch)
         if gaps.size:
             lines = ", ".join(f"{d[g]:.3f} -> {d[g + 1]:.3f} mm" for g in gaps[:5])
