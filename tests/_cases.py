@@ -8,7 +8,6 @@ or strip the file meta, giving independent cases for linking tests.
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 import tempfile
 from pathlib import Path
@@ -64,10 +63,3 @@ def clone_case(
         name = f"{rng.getrandbits(40):x}" if random_names else f.name
         ds.save_as(dst / name, enforce_file_format=True)
     return dst
-
-
-def file_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder``."""
-    return {
-        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
-    }

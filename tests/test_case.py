@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from _cases import clone_case, file_digests
+from _cases import clone_case
+from builders import file_hashes
 
 import rtkit
 from rtkit.datasets import PHANTOM
@@ -19,7 +20,7 @@ def demo(tmp_path_factory):
 
 
 def test_load_synthetic_case_links_every_object(demo):
-    before = file_digests(demo)
+    before = file_hashes(demo)
     case = rtkit.load(demo)
     assert case.patient_id == "RTKIT-DEMO-001"
     uids = {f.name: pydicom.dcmread(f).SOPInstanceUID for f in demo.iterdir() if not f.name.startswith("CT")}
@@ -29,7 +30,7 @@ def test_load_synthetic_case_links_every_object(demo):
     assert [d.SOPInstanceUID for d in case.doses] == [uids["RD.dcm"]]
     assert case.registrations == []
     assert case.notes == []
-    assert file_digests(demo) == before
+    assert file_hashes(demo) == before
 
 
 def test_planning_ct_geometry_and_hu(demo):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from _cases import file_digests
+from builders import file_hashes
 
 import rtkit
 
@@ -18,7 +18,7 @@ def _headers(folder):
 
 def test_mirp_cropped_ct(data_dir):
     folder = data_dir / "mirp-sts-ct-pet-mr/cropped/STS_001/CT"
-    before = file_digests(folder)
+    before = file_hashes(folder)
     img = rtkit.read_image(folder / "dicom/image")
     assert img.grid.shape[0] == 59
     np.testing.assert_allclose(img.grid.spacing[1:], [0.9766, 0.9766], atol=1e-4)
@@ -29,7 +29,7 @@ def test_mirp_cropped_ct(data_dir):
     expected = full.pixel_array * float(full.RescaleSlope) + float(full.RescaleIntercept)
     k = int(np.argmin(np.abs(img.grid.world_to_index(np.asarray(full.ImagePositionPatient, float))[..., 0])))
     np.testing.assert_array_equal(img.array[k], expected)
-    assert file_digests(folder) == before
+    assert file_hashes(folder) == before
 
 
 def test_oblique_raw_mr_slice_positions(data_dir):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from _cases import clone_case, file_digests
+from _cases import clone_case
+from builders import file_hashes
 
 import rtkit
 
@@ -56,7 +57,7 @@ def test_non_dicom_and_broken_files_are_counted_not_raised(tmp_path):
     # A real file truncated inside its header.
     data = (root / "RP.dcm").read_bytes()
     (root / "cut.dcm").write_bytes(data[:300])
-    before = file_digests(root)
+    before = file_hashes(root)
     idx = rtkit.scan(root)
     skipped = {p.name for p, _ in idx.skipped}
     unreadable = {p.name for p, _ in idx.unreadable}
@@ -64,7 +65,7 @@ def test_non_dicom_and_broken_files_are_counted_not_raised(tmp_path):
     assert "cut.dcm" in skipped | unreadable and "fake" in skipped | unreadable
     assert skipped.isdisjoint(unreadable)
     assert sum(len(s) for s in idx.series) == 43  # the case itself is intact
-    assert file_digests(root) == before
+    assert file_hashes(root) == before
 
 
 def test_unreadable_files_are_warned_about(tmp_path):
