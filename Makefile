@@ -21,11 +21,11 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/rtkit demo
 
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check rtkit tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check rtkit tests benchmarks examples
+	$(BIN)/ruff check .
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_io.py
