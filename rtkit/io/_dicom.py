@@ -13,11 +13,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -49,7 +52,14 @@ _SOP_MODALITY = {
 ION_PLAN_SOP = "1.2.840.10008.5.1.4.1.1.481.8"
 DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 
+_HEADER_KEYWORDS = (
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsStored", "PixelRepresentation",
+    "SliceThickness", "SpacingBetweenSlices", "Units", "DoseUnits", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+    "GridFrameOffsetVector",
+)
 _PIXEL_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "RTDOSE", "RTIMAGE"})
+_HEADER_TAGS = tuple(int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS)
 #: Modalities assembled into volumes.
 IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 #: Modalities handled as RT objects and linked to a planning CT.
@@ -57,8 +67,8 @@ RT_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "RTIMAGE", "RT
 
 
 @contextmanager
-def quiet_pydicom(path: Path) -> Iterator[None]:
-    """Turn pydicom's value-validation warnings into DEBUG log lines naming the file."""
+def quiet_pydicom(what: object) -> Iterator[None]:
+    """Turn pydicom's value-validation warnings into DEBUG log lines naming ``what``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -66,7 +76,7 @@ def quiet_pydicom(path: Path) -> Iterator[None]:
         if issubclass(w.category, RTKitWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         else:
-            log.debug("%s: pydicom: %s", path, w.message)
+            log.debug("%s: pydicom: %s", what, w.message)
 
 
 class NotDicomError(Exception):
@@ -114,12 +124,11 @@ def open_dataset(
             if kind is False:
                 raise NotDicomError(str(p))
             fp.seek(0)
+            # force=True: the sniffing above already decided this is DICOM (and pydicom's
+            # own preamble check is slower than ours).
             with quiet_pydicom(p):
                 ds = pydicom.dcmread(
-                    fp,
-                    stop_before_pixels=headers_only,
-                    force=kind is None,
-                    specific_tags=specific_tags,
+                    fp, stop_before_pixels=headers_only, force=True, specific_tags=specific_tags
                 )
             at_end = fp.tell() >= os.fstat(fp.fileno()).st_size
     except NotDicomError:
@@ -130,7 +139,7 @@ def open_dataset(
             f"{p}: cannot be read as DICOM ({type(exc).__name__}: {exc}). "
             "The file may be truncated or corrupt; re-export it from the source system."
         ) from exc
-    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    has_pixels = any(_has(ds, k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if not has_pixels and at_end and specific_tags is None and (
         _SOP_MODALITY.get(str(ds.get("SOPClassUID", ""))) in _PIXEL_MODALITIES or "Rows" in ds
     ):
@@ -139,7 +148,7 @@ def open_dataset(
             f"{p}: the file ends before its pixel data ({p.stat().st_size} bytes): it is "
             "truncated. Re-export it from the source system."
         )
-    if not any(k in ds for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
+    if not any(_has(ds, k) for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
         if kind is None:
             raise NotDicomError(str(p))
         raise DicomReadError(
@@ -150,20 +159,88 @@ def open_dataset(
 
 
 # --------------------------------------------------------------------- records
-def _str(ds: Dataset, keyword: str) -> str | None:
-    v = ds.get(keyword)
+# Header values are read straight from pydicom's raw (not yet converted) elements
+# where they are plain ASCII text or a binary US; that avoids pydicom's per-value
+# conversion and validation, which costs more than parsing the file itself.
+# Anything unusual (other character sets, other VRs) goes through pydicom.
+_TEXT_VRS = frozenset({"UI", "CS", "DS", "IS", "DA", "TM", "SH", "LO", "PN", "ST", "LT"})
+
+
+@cache
+def _tag_vr(keyword: str) -> tuple[int, str]:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - programming error
+        raise KeyError(keyword)
+    return tag, dictionary_VR(tag)
+
+
+def _raw(ds: Dataset | dict, keyword: str) -> str | int | None | object:
+    """The value as text (or int for US), or ``_SLOW`` when pydicom must convert it.
+
+    ``ds`` is a Dataset or a plain ``{tag: element}`` dict (see :class:`Instance`).
+    """
+    tag, vr = _tag_vr(keyword)
+    elem = (ds if isinstance(ds, dict) else getattr(ds, "_dict", {})).get(tag)
+    if elem is None:
+        return None
+    if type(elem) is not RawDataElement:
+        return _SLOW
+    value = elem.value
+    if value is None or value == b"":
+        return None
+    evr = elem.VR or vr
+    if evr in _TEXT_VRS:
+        try:
+            return value.decode("ascii").strip(" \x00")
+        except (UnicodeDecodeError, AttributeError):
+            return _SLOW
+    if evr == "US" and len(value) == 2:
+        return int.from_bytes(value, "little" if elem.is_little_endian else "big")
+    return _SLOW
+
+
+_SLOW = object()
+
+
+def _get(ds: Dataset | dict, keyword: str) -> object:
+    """pydicom's converted value (the slow path), for a Dataset or a raw-element dict.
+
+    pydicom's warnings about non-conformant values become DEBUG log lines.
+    """
+    with quiet_pydicom(keyword):
+        if isinstance(ds, dict):
+            elem = ds.get(_tag_vr(keyword)[0])
+            if elem is None:
+                return None
+            tmp = Dataset()
+            tmp[elem.tag] = elem
+            return tmp.get(keyword)
+        return ds.get(keyword)
+
+
+def _str(ds: Dataset | dict, keyword: str) -> str | None:
+    v = _raw(ds, keyword)
+    if v is _SLOW:
+        v = _get(ds, keyword)
     if v is None:
         return None
     s = str(v).strip()
     return s or None
 
 
-def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
-    v = ds.get(keyword)
+def _floats(ds: Dataset | dict, keyword: str, n: int) -> tuple[float, ...] | None:
+    v = _raw(ds, keyword)
+    if v is _SLOW:
+        v = _get(ds, keyword)
     if v is None or v == "":
         return None
     try:
-        vals = tuple(float(x) for x in (v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]))
+        if isinstance(v, str):
+            vals = tuple(float(x) for x in v.split("\\"))
+        elif isinstance(v, (list, tuple, pydicom.multival.MultiValue)):
+            vals = tuple(float(x) for x in v)
+        else:
+            vals = (float(v),)
     except (TypeError, ValueError):
         return None
     if len(vals) != n or not all(np.isfinite(vals)):
@@ -171,13 +248,21 @@ def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
     return vals
 
 
-def _float(ds: Dataset, keyword: str) -> float | None:
+def _float(ds: Dataset | dict, keyword: str) -> float | None:
     v = _floats(ds, keyword, 1)
     return None if v is None else v[0]
 
 
-def _seq(ds: Dataset, keyword: str) -> list[Dataset]:
-    v = ds.get(keyword)
+def _has(ds: Dataset | dict, keyword: str) -> bool:
+    """Whether ``ds`` holds ``keyword`` (a dict lookup, no pydicom conversion)."""
+    d = ds if isinstance(ds, dict) else getattr(ds, "_dict", None)
+    return _tag_vr(keyword)[0] in d if d is not None else keyword in ds
+
+
+def _seq(ds: Dataset | dict, keyword: str) -> list[Dataset]:
+    if not _has(ds, keyword):
+        return []
+    v = _get(ds, keyword)
     return list(v) if v else []
 
 
@@ -216,43 +301,80 @@ class Instance:
     frame_of_reference_uid: str | None
     instance_number: int | None = None
     acquisition_number: int | None = None
-    rows: int | None = None
-    columns: int | None = None
-    number_of_frames: int = 1
-    samples_per_pixel: int = 1
-    bits_stored: int | None = None
-    pixel_representation: int | None = None
-    slice_thickness: float | None = None
-    spacing_between_slices: float | None = None
     transfer_syntax_uid: str | None = None
-    frames: list[FrameGeometry] = field(default_factory=list)
-    units: str | None = None
     label: str | None = None
     referenced_frames: set[str] = field(default_factory=set)
     referenced_series: set[str] = field(default_factory=set)
     referenced_instances: set[str] = field(default_factory=set)
     dose_summation_type: str | None = None
+    #: Raw pixel-module and geometry elements ({tag: element}), parsed on demand.
+    header: dict = field(default_factory=dict, repr=False)
+    _frames: list[FrameGeometry] | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> int | None:
+        return _int(self.header, "Rows")
+
+    @property
+    def columns(self) -> int | None:
+        return _int(self.header, "Columns")
+
+    @property
+    def number_of_frames(self) -> int:
+        return _int(self.header, "NumberOfFrames") or 1
+
+    @property
+    def samples_per_pixel(self) -> int:
+        return _int(self.header, "SamplesPerPixel") or 1
+
+    @property
+    def bits_stored(self) -> int | None:
+        return _int(self.header, "BitsStored")
+
+    @property
+    def slice_thickness(self) -> float | None:
+        return _float(self.header, "SliceThickness")
+
+    @property
+    def spacing_between_slices(self) -> float | None:
+        return _float(self.header, "SpacingBetweenSlices")
+
+    @property
+    def units(self) -> str | None:
+        return _str(self.header, "Units") or _str(self.header, "DoseUnits")
+
+    @property
+    def frames(self) -> list[FrameGeometry]:
+        """Geometry of each frame (position, orientation, spacing, rescale)."""
+        if self._frames is None:
+            self._frames = _frame_geometries(self.header)
+        return self._frames
 
     @property
     def is_image(self) -> bool:
         return self.modality in IMAGE_MODALITIES
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    v = ds.get(keyword)
+def _int(ds: Dataset | dict, keyword: str) -> int | None:
+    v = _raw(ds, keyword)
+    if v is _SLOW:
+        v = _get(ds, keyword)
     try:
         return None if v in (None, "") else int(v)
     except (TypeError, ValueError):
-        return None
+        try:
+            return int(float(v))  # IS written as "3.0" by some writers
+        except (TypeError, ValueError):
+            return None
 
 
-def _rescale(item: Dataset) -> tuple[float, float]:
+def _rescale(item: Dataset | dict) -> tuple[float, float]:
     slope = _float(item, "RescaleSlope")
     intercept = _float(item, "RescaleIntercept")
     return (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
 
 
-def _frame_geometries(ds: Dataset) -> list[FrameGeometry]:
+def _frame_geometries(ds: Dataset | dict) -> list[FrameGeometry]:
     """Per-frame geometry for single-frame, enhanced multi-frame and offset-vector images."""
     nframes = _int(ds, "NumberOfFrames") or 1
     shared = _seq(ds, "SharedFunctionalGroupsSequence")
@@ -290,8 +412,8 @@ def _frame_geometries(ds: Dataset) -> list[FrameGeometry]:
     slope, intercept = _rescale(ds)
     if nframes == 1:
         return [FrameGeometry(pos, ori, spacing, slope, intercept)]
-    offsets = ds.get("GridFrameOffsetVector")
-    if offsets is not None and pos is not None and ori is not None and len(offsets) == nframes:
+    offsets = _floats(ds, "GridFrameOffsetVector", nframes)
+    if offsets is not None and pos is not None and ori is not None:
         # Relative (first value 0) or absolute (first value = position along the normal):
         # in both forms frame k lies (o_k - o_0) mm along the normal from the first frame.
         o = np.asarray([float(x) for x in offsets])
@@ -338,6 +460,11 @@ def _references(ds: Dataset, modality: str) -> tuple[set[str], set[str], set[str
     return frames, series, instances
 
 
+def sop_class_uid(ds: Dataset) -> str | None:
+    """SOPClassUID as text (fast path, no pydicom conversion)."""
+    return _str(ds, "SOPClassUID")
+
+
 def resolve_modality(ds: Dataset) -> tuple[str, str | None]:
     """Modality from the SOP Class (authoritative), falling back on the Modality tag."""
     tag = _str(ds, "Modality")
@@ -348,16 +475,10 @@ def resolve_modality(ds: Dataset) -> tuple[str, str | None]:
 
 def make_instance(ds: Dataset, path: Path) -> Instance:
     """Build an :class:`Instance` record from a (header-only) dataset."""
-    with quiet_pydicom(path):
-        return _make_instance(ds, path)
-
-
-def _make_instance(ds: Dataset, path: Path) -> Instance:
     modality, tag = resolve_modality(ds)
     meta = getattr(ds, "file_meta", None)
     ts = _str(meta, "TransferSyntaxUID") if meta is not None else None
     frames, series, instances = _references(ds, modality)
-    name = ds.get("PatientName")
     inst = Instance(
         path=path,
         sop_class_uid=_str(ds, "SOPClassUID"),
@@ -365,7 +486,7 @@ def _make_instance(ds: Dataset, path: Path) -> Instance:
         modality=modality,
         modality_tag=tag,
         patient_id=_str(ds, "PatientID"),
-        patient_name=str(name).strip() if name not in (None, "") else None,
+        patient_name=_str(ds, "PatientName"),
         study_instance_uid=_str(ds, "StudyInstanceUID"),
         study_description=_str(ds, "StudyDescription"),
         study_date=_str(ds, "StudyDate"),
@@ -382,17 +503,13 @@ def _make_instance(ds: Dataset, path: Path) -> Instance:
         label=_str(ds, "StructureSetLabel") or _str(ds, "RTPlanLabel"),
         dose_summation_type=_str(ds, "DoseSummationType"),
     )
-    if modality in IMAGE_MODALITIES or modality == "RTDOSE":
-        inst.rows = _int(ds, "Rows")
-        inst.columns = _int(ds, "Columns")
-        inst.number_of_frames = _int(ds, "NumberOfFrames") or 1
-        inst.samples_per_pixel = _int(ds, "SamplesPerPixel") or 1
-        inst.bits_stored = _int(ds, "BitsStored")
-        inst.pixel_representation = _int(ds, "PixelRepresentation")
-        inst.slice_thickness = _float(ds, "SliceThickness")
-        inst.spacing_between_slices = _float(ds, "SpacingBetweenSlices")
-        inst.units = _str(ds, "Units") or _str(ds, "DoseUnits")
-        inst.frames = _frame_geometries(ds)
+    if modality in _PIXEL_MODALITIES:
+        d = getattr(ds, "_dict", None)
+        if d is None:  # pragma: no cover - not a pydicom Dataset
+            d = {e.tag: e for e in ds}
+        inst.header = {t: d[t] for t in _HEADER_TAGS if t in d}
+        if _has(ds, "PerFrameFunctionalGroupsSequence"):
+            inst._frames = _frame_geometries(ds)  # enhanced multi-frame: parse the sequences now
     return inst
 
 

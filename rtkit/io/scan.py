@@ -19,6 +19,7 @@ from ._dicom import (
     NotDicomError,
     make_instance,
     open_dataset,
+    sop_class_uid,
 )
 
 if TYPE_CHECKING:
@@ -239,8 +240,9 @@ def _walk(paths: Sequence[Path]) -> Iterator[Path]:
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
+            base = Path(dirpath)
             for name in sorted(filenames):
-                yield Path(dirpath) / name
+                yield base / name
 
 
 def _progress(iterable: Iterable[Path], total: int, enabled: bool) -> Iterable[Path]:
@@ -299,7 +301,7 @@ def scan(
         except DicomReadError as exc:
             unreadable.append((f, str(exc)))
             continue
-        if str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
+        if sop_class_uid(ds) == DICOMDIR_SOP:
             skipped.append((f, "DICOMDIR"))
             continue
         try:

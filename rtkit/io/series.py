@@ -220,18 +220,8 @@ def _output_dtype(layout: SliceLayout, raw: np.dtype) -> np.dtype:
         intercepts != np.round(intercepts)
     ):
         return np.dtype(np.float32) if raw.itemsize <= 2 or raw.kind != "f" else raw
-    # Range of the stored values: from BitsStored when known, else the raw dtype.
-    info = np.iinfo(raw)
-    lo, hi = info.min, info.max
-    bits = {i.bits_stored for i, _ in layout.sources}
-    if len(bits) == 1 and (b := bits.pop()) and 0 < b < info.bits:
-        lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if raw.kind == "i" else (0, (1 << b) - 1)
-    lo, hi = lo + intercepts.min(), hi + intercepts.max()
-    for cand in (np.int16, np.int32):
-        ci = np.iinfo(cand)
-        if lo >= ci.min and hi <= ci.max:
-            return np.dtype(cand)
-    return np.dtype(np.float64)
+    # Start narrow (int16 for 8/16-bit data); load_pixels widens if a slice does not fit.
+    return np.dtype(np.int16) if raw.itemsize <= 2 else np.dtype(np.int32)
 
 
 def load_pixels(layout: SliceLayout, get_dataset: Callable[[Instance], Dataset]) -> NDArray:
@@ -379,6 +369,7 @@ def read_image(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLik
     datasets = {id(inst): ds for inst, ds in pairs}
     instances = [inst for inst, _ in pairs]
     layout = layout_frames(instances, _series_name(instances))
-    array = load_pixels(layout, lambda inst: datasets[id(inst)])
+    # pop: each dataset (and its pixel bytes) is freed once its slice is stacked
+    array = load_pixels(layout, lambda inst: datasets.pop(id(inst)))
     i = instances[0]
     return Image(array, layout.grid, i.modality, series_instance_uid=i.series_instance_uid, meta=_meta(instances))
