@@ -220,6 +220,8 @@ def _get(ds: Dataset | dict, keyword: str) -> object:
 
 def _str(ds: Dataset | dict, keyword: str) -> str | None:
     v = _raw(ds, keyword)
+    if type(v) is str:  # fast path: already decoded and stripped
+        return v or None
     if v is _SLOW:
         v = _get(ds, keyword)
     if v is None:
@@ -477,8 +479,9 @@ def make_instance(ds: Dataset, path: Path) -> Instance:
     """Build an :class:`Instance` record from a (header-only) dataset."""
     modality, tag = resolve_modality(ds)
     meta = getattr(ds, "file_meta", None)
-    ts = _str(meta, "TransferSyntaxUID") if meta is not None else None
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     frames, series, instances = _references(ds, modality)
+    is_rt = modality in RT_MODALITIES
     inst = Instance(
         path=path,
         sop_class_uid=_str(ds, "SOPClassUID"),
@@ -496,12 +499,12 @@ def make_instance(ds: Dataset, path: Path) -> Instance:
         frame_of_reference_uid=_str(ds, "FrameOfReferenceUID"),
         instance_number=_int(ds, "InstanceNumber"),
         acquisition_number=_int(ds, "AcquisitionNumber"),
-        transfer_syntax_uid=ts,
+        transfer_syntax_uid=str(ts) if ts else None,
         referenced_frames=frames,
         referenced_series=series,
         referenced_instances=instances,
-        label=_str(ds, "StructureSetLabel") or _str(ds, "RTPlanLabel"),
-        dose_summation_type=_str(ds, "DoseSummationType"),
+        label=(_str(ds, "StructureSetLabel") or _str(ds, "RTPlanLabel")) if is_rt else None,
+        dose_summation_type=_str(ds, "DoseSummationType") if modality == "RTDOSE" else None,
     )
     if modality in _PIXEL_MODALITIES:
         d = getattr(ds, "_dict", None)
