@@ -147,7 +147,7 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
     if dup.size:
         j = dup[0]
         raise GeometryError(
-            f"{what}: {dup.size + 1 if dup.size == 1 else dup.size} frames share a slice position; "
+            f"{what}: {dup.size} pair(s) of frames share a slice position; "
             f"e.g. {d[j]:.3f} mm along the normal in {_describe(frames[j][0], frames[j][1])} and "
             f"{_describe(frames[j + 1][0], frames[j + 1][1])}. The folder may hold two acquisitions "
             "(check AcquisitionNumber); pass the files of one of them."
