@@ -112,6 +112,14 @@ def _ct_slices(p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return hu, x, y
 
 
+def _ref(obj: Dataset) -> Dataset:
+    """A reference item (ReferencedSOPClassUID + ReferencedSOPInstanceUID) to ``obj``."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = obj.SOPClassUID
+    item.ReferencedSOPInstanceUID = obj.SOPInstanceUID
+    return item
+
+
 def _write(ds: Dataset, path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
@@ -187,10 +195,7 @@ def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset]) -> Dataset:
     contour_images = Sequence()
     by_z = {}
     for ct in cts:
-        item = Dataset()
-        item.ReferencedSOPClassUID = ct.SOPClassUID
-        item.ReferencedSOPInstanceUID = ct.SOPInstanceUID
-        contour_images.append(item)
+        contour_images.append(_ref(ct))
         by_z[round(float(ct.ImagePositionPatient[2]), 3)] = ct
     series = Dataset()
     series.SeriesInstanceUID = cts[0].SeriesInstanceUID
@@ -217,11 +222,7 @@ def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset]) -> Dataset:
         seq = Sequence()
         for zk, xy in planes:
             c = Dataset()
-            img = Dataset()
-            ct = by_z[round(float(zk), 3)]
-            img.ReferencedSOPClassUID = ct.SOPClassUID
-            img.ReferencedSOPInstanceUID = ct.SOPInstanceUID
-            c.ContourImageSequence = Sequence([img])
+            c.ContourImageSequence = Sequence([_ref(by_z[round(float(zk), 3)])])
             c.ContourGeometricType = "CLOSED_PLANAR"
             c.NumberOfContourPoints = len(xy)
             pts = np.column_stack([xy, np.full(len(xy), zk)])
@@ -253,10 +254,7 @@ def _write_rtplan(folder: Path, p: dict, rs: Dataset, frame_uid: str) -> Dataset
     ds.RTPlanName = "rtkit demo 4-field box"
     ds.RTPlanDate, ds.RTPlanTime = "20260101", "120000"
     ds.RTPlanGeometry = "PATIENT"
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = rs.SOPClassUID
-    ref.ReferencedSOPInstanceUID = rs.SOPInstanceUID
-    ds.ReferencedStructureSetSequence = Sequence([ref])
+    ds.ReferencedStructureSetSequence = Sequence([_ref(rs)])
     rx = Dataset()
     rx.DoseReferenceNumber = 1
     rx.DoseReferenceUID = _uid("doseref")
@@ -366,10 +364,7 @@ def _write_rtdose(folder: Path, p: dict, plan: Dataset, frame_uid: str) -> Datas
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = "PLAN"
     ds.DoseGridScaling = f"{scaling:.10g}"
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = plan.SOPClassUID
-    ref.ReferencedSOPInstanceUID = plan.SOPInstanceUID
-    ds.ReferencedRTPlanSequence = Sequence([ref])
+    ds.ReferencedRTPlanSequence = Sequence([_ref(plan)])
     ds.PixelData = np.round(dose / float(ds.DoseGridScaling)).astype(np.uint32).tobytes()
     _write(ds, folder / "RD.dcm")
     return ds

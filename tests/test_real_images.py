@@ -16,6 +16,13 @@ def _headers(folder):
     return [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.rglob("*.dcm"))]
 
 
+def _positions_along_normal(hs):
+    """(ImageOrientationPatient, ImagePositionPatient of each slice sorted along the normal)."""
+    iop = np.asarray(hs[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    return iop, sorted((np.asarray(h.ImagePositionPatient, float) for h in hs), key=lambda p: p @ normal)
+
+
 def test_mirp_cropped_ct(data_dir):
     folder = data_dir / "mirp-sts-ct-pet-mr/cropped/STS_001/CT"
     before = file_hashes(folder)
@@ -37,9 +44,7 @@ def test_oblique_raw_mr_slice_positions(data_dir):
     folder = data_dir / "mirp-sts-ct-pet-mr/raw/STS_001/MR_T1/image"
     img = rtkit.read_image(folder)
     hs = _headers(folder)
-    iop = np.asarray(hs[0].ImageOrientationPatient, float)
-    normal = np.cross(iop[:3], iop[3:])
-    ipp = sorted((np.asarray(h.ImagePositionPatient, float) for h in hs), key=lambda p: p @ normal)
+    iop, ipp = _positions_along_normal(hs)
     assert img.grid.shape == (len(hs), 512, 512)
     for k, p in enumerate(ipp):
         np.testing.assert_allclose(img.grid.index_to_world((k, 0, 0)), p, atol=1e-3)
@@ -89,9 +94,7 @@ def test_oblique_non_square_mock_series(data_dir):
     folder = data_dir / "rt-utils-mock/oriented_data"
     img = rtkit.read_image(folder)
     hs = _headers(folder)
-    iop = np.asarray(hs[0].ImageOrientationPatient, float)
-    normal = np.cross(iop[:3], iop[3:])
-    ipp = sorted((np.asarray(h.ImagePositionPatient, float) for h in hs), key=lambda p: p @ normal)
+    iop, ipp = _positions_along_normal(hs)
     ps = [float(v) for v in hs[0].PixelSpacing]
     for k, p in enumerate(ipp):
         for r, c in ((0, 0), (49, 99), (10, 20)):
