@@ -56,7 +56,8 @@ _HEADER_KEYWORDS = (
     "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsStored", "PixelRepresentation",
     "SliceThickness", "SpacingBetweenSlices", "Units", "DoseUnits", "ImagePositionPatient",
     "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
-    "GridFrameOffsetVector",
+    "GridFrameOffsetVector", "PatientBirthDate", "PatientSex", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "Manufacturer",
 )
 _PIXEL_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "RTDOSE", "RTIMAGE"})
 _HEADER_TAGS = tuple(int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS)
@@ -344,6 +345,11 @@ class Instance:
     @property
     def units(self) -> str | None:
         return _str(self.header, "Units") or _str(self.header, "DoseUnits")
+
+    def text(self, keyword: str) -> str | None:
+        """A kept header value as text (one of the pixel-module, geometry or patient/study
+        keywords read by :func:`make_instance`), or None."""
+        return _str(self.header, keyword)
 
     @property
     def frames(self) -> list[FrameGeometry]:

@@ -271,17 +271,32 @@ def load_pixels(layout: SliceLayout, get_dataset: Callable[[Instance], Dataset])
     return out
 
 
-def _meta(instances: Sequence[Instance]) -> dict:
+def _meta(instances: Sequence[Instance], layout: SliceLayout) -> dict:
+    """Header values kept with an Image (enough to reference the series from RT objects)."""
     i = instances[0]
-    return {
+    meta = {
         "patient_id": i.patient_id,
         "patient_name": i.patient_name,
         "study_instance_uid": i.study_instance_uid,
+        "study_date": i.study_date,
+        "study_description": i.study_description,
         "series_description": i.series_description,
         "series_number": i.series_number,
+        "sop_class_uid": i.sop_class_uid,
         "units": i.units or ("HU" if i.modality == "CT" else None),
         "files": len(instances),
+        # SOPInstanceUID of each grid slice's source frame (None after resampling along the normal)
+        "sop_instance_uids": (
+            [inst.sop_instance_uid for inst, _ in layout.sources] if layout.weights is None else None
+        ),
     }
+    for kw, key in (("PatientBirthDate", "patient_birth_date"), ("PatientSex", "patient_sex"),
+                    ("StudyTime", "study_time"), ("StudyID", "study_id"),
+                    ("AccessionNumber", "accession_number"),
+                    ("ReferringPhysicianName", "referring_physician_name"),
+                    ("Manufacturer", "manufacturer")):
+        meta[key] = i.text(kw)
+    return meta
 
 
 def _series_name(instances: Sequence[Instance]) -> str:
@@ -304,7 +319,7 @@ def series_image(instances: Sequence[Instance], get_dataset: Callable[[Instance]
         layout.grid,
         i.modality,
         series_instance_uid=i.series_instance_uid,
-        meta=_meta(instances),
+        meta=_meta(instances, layout),
     )
 
 
@@ -372,4 +387,4 @@ def read_image(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLik
     # pop: each dataset (and its pixel bytes) is freed once its slice is stacked
     array = load_pixels(layout, lambda inst: datasets.pop(id(inst)))
     i = instances[0]
-    return Image(array, layout.grid, i.modality, series_instance_uid=i.series_instance_uid, meta=_meta(instances))
+    return Image(array, layout.grid, i.modality, series_instance_uid=i.series_instance_uid, meta=_meta(instances, layout))
