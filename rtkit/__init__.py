@@ -19,7 +19,8 @@ from .errors import (
 )
 from .geometry import Grid
 from .image import Image
-from .io import Case, Index, Patient, Series, Study, load, read_image, scan
+from .io import Case, Index, Patient, Series, Study, load, read_image, read_structures, scan
+from .structures import Contour, Structure, StructureSet
 
 __version__ = "0.1.0.dev0"
 
@@ -28,6 +29,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 __all__ = [
     "AmbiguousCaseError",
     "Case",
+    "Contour",
     "DicomReadError",
     "FrameOfReferenceError",
     "GeometryError",
@@ -41,10 +43,13 @@ __all__ = [
     "RTKitWarning",
     "RegistrationError",
     "Series",
+    "Structure",
+    "StructureSet",
     "Study",
     "config",
     "datasets",
     "load",
     "read_image",
+    "read_structures",
     "scan",
 ]

@@ -1,7 +1,8 @@
 """Reading DICOM: folder scanning, series assembly, case linking."""
 
 from .case import Case, load
+from .rtstruct import read_structures
 from .scan import Index, Patient, Series, Study, scan
 from .series import read_image
 
-__all__ = ["Case", "Index", "Patient", "Series", "Study", "load", "read_image", "scan"]
+__all__ = ["Case", "Index", "Patient", "Series", "Study", "load", "read_image", "read_structures", "scan"]

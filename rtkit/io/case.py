@@ -31,7 +31,9 @@ from pydicom.dataset import Dataset
 
 from ..errors import AmbiguousCaseError, warn
 from ..image import Image
+from ..structures import StructureSet
 from ._dicom import Instance, open_dataset
+from .rtstruct import structures_from_dataset
 from .scan import Index, Patient, Series, scan
 from .series import layout_frames, series_image
 
@@ -142,11 +144,11 @@ class Case:
             pref = [s for s in structs if self.ct_series.series_instance_uid in s.referenced_series]
         return self._choose("RT Structure Set", structs, pref)
 
-    @property
-    def structures(self) -> Any:
-        """The case's RT Structure Set (pydicom Dataset until the structure reader lands), or None."""
+    @cached_property
+    def structures(self) -> StructureSet | None:
+        """The case's RT Structure Set (see :func:`rtkit.read_structures`), or None."""
         inst = self._structure_instance
-        return self._dataset(inst) if inst else None
+        return structures_from_dataset(self._dataset(inst), inst.path) if inst else None
 
     @property
     def plan(self) -> Any:

@@ -1,0 +1,555 @@
+"""RT Structure Sets: contours, volumes and exact masks on any grid.
+
+Contour semantics (DESIGN §3, Nelms et al. 2015)
+------------------------------------------------
+* Closed planar contours on one plane combine by the **even-odd rule**: a
+  contour inside another is a hole, an island inside a hole is filled.
+* Each plane stands for a **slab** along the plane normal: it reaches
+  half-way to the neighbouring plane, and half the nominal contour spacing
+  beyond the first and last planes (the end caps).  Neighbours further apart
+  than 1.5 times the nominal spacing (the median distance between planes)
+  are a **gap**: each side then keeps only half the nominal spacing and the
+  structure is absent in between.
+* POINT and OPEN contours are kept (``Structure.contours``) but never
+  rasterised.
+
+Masks
+-----
+``Structure.mask(grid)`` is True where a voxel centre lies inside the slab
+solid; ``mask(grid, fractional=True)`` is the fraction of each voxel's volume
+inside it.  When the grid's slices are parallel to the contour planes (the
+usual case, whatever the orientation or in-plane rotation), in-plane
+fractions are computed exactly from the polygons and the through-plane
+fraction from the exact slab overlap.  When they are not parallel (an
+oblique grid), each voxel is sampled on a 5 x 5 x 5 lattice.  Work is
+restricted to the grid window around the structure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import ArrayLike, NDArray
+from shapely.geometry import Polygon
+from shapely.geometry.polygon import orient
+
+from ._raster import centers_inside, coverage
+from .errors import FrameOfReferenceError, GeometryError, warn
+from .geometry import Grid
+
+__all__ = ["Contour", "Structure", "StructureSet"]
+
+log = logging.getLogger(__name__)
+
+CLOSED_TYPES = frozenset({"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"})
+_PLANE_TOL = 0.01  # mm: contours closer than this along the normal share a plane
+_PARALLEL_COS = np.cos(np.deg2rad(0.5))
+_OBLIQUE_SAMPLES = 5
+
+#: Deterministic colours for ROIs without ROIDisplayColor, by ROI number.
+PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
+def default_color(number: int) -> tuple[int, int, int]:
+    """The palette colour used for ROI ``number`` when the file gives none."""
+    return PALETTE[(int(number) - 1) % len(PALETTE)]
+
+
+@dataclass
+class Contour:
+    """One contour of an ROI.
+
+    Attributes
+    ----------
+    points : ndarray, shape (N, 3), float64
+        Vertices in LPS mm, as stored (not rounded, not closed).
+    geometric_type : str
+        ContourGeometricType: ``CLOSED_PLANAR``, ``POINT``, ``OPEN_PLANAR``,
+        ``OPEN_NONPLANAR``.
+    referenced_sop_instance_uid : str or None
+        The image the contour was drawn on (informative only: rtkit matches
+        planes to grids by geometry).
+    """
+
+    points: NDArray[np.float64]
+    geometric_type: str = "CLOSED_PLANAR"
+    referenced_sop_instance_uid: str | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.geometric_type in CLOSED_TYPES
+
+
+@dataclass
+class _Plane:
+    position: float  # mm along the normal
+    region: Any  # shapely geometry in plane coordinates (u, v), mm
+    lo: float = 0.0
+    hi: float = 0.0
+
+    def rings(self) -> list[NDArray[np.float64]]:
+        """Rings (u, v) of the region, exteriors and holes oppositely oriented."""
+        out = []
+        for poly in shapely.get_parts(self.region):
+            if not isinstance(poly, Polygon) or poly.is_empty:
+                continue
+            poly = orient(poly, 1.0)
+            out.append(np.asarray(poly.exterior.coords))
+            out.extend(np.asarray(r.coords) for r in poly.interiors)
+        return out
+
+
+@dataclass
+class _Stack:
+    normal: NDArray[np.float64]
+    e1: NDArray[np.float64]
+    e2: NDArray[np.float64]
+    planes: list[_Plane] = field(default_factory=list)
+    spacing: float | None = None
+
+    def world(self, uv: NDArray[np.float64], t: float) -> NDArray[np.float64]:
+        return uv[:, :1] * self.e1 + uv[:, 1:2] * self.e2 + t * self.normal
+
+    @property
+    def lo(self) -> NDArray[np.float64]:
+        return np.array([p.lo for p in self.planes])
+
+    @property
+    def hi(self) -> NDArray[np.float64]:
+        return np.array([p.hi for p in self.planes])
+
+
+def _newell(points: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Newell's normal of a polygon: direction = normal, length = 2 * area."""
+    nxt = np.roll(points, -1, axis=0)
+    return np.array([
+        np.sum((points[:, 1] - nxt[:, 1]) * (points[:, 2] + nxt[:, 2])),
+        np.sum((points[:, 2] - nxt[:, 2]) * (points[:, 0] + nxt[:, 0])),
+        np.sum((points[:, 0] - nxt[:, 0]) * (points[:, 1] + nxt[:, 1])),
+    ])
+
+
+def _plane_basis(normal: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Orthonormal in-plane axes; for an axial normal these are +x and +y."""
+    ref = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = ref - (ref @ normal) * normal
+    e1 /= np.linalg.norm(e1)
+    return e1, np.cross(normal, e1)
+
+
+class Structure:
+    """One ROI of an RT Structure Set.
+
+    Parameters
+    ----------
+    name : str
+    number : int
+        ROINumber.
+    contours : list of Contour
+    color : (int, int, int), optional
+        RGB 0-255; default :func:`default_color` of ``number``.
+    type : str, optional
+        RTROIInterpretedType (``"PTV"``, ``"ORGAN"``, ``"EXTERNAL"``, ...).
+    frame_of_reference_uid : str, optional
+    slice_thickness : float, optional
+        Slab thickness (mm) for a structure drawn on a single plane, where no
+        contour spacing can be measured; :class:`StructureSet` fills it in
+        from the other ROIs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        number: int,
+        contours: list[Contour] | None = None,
+        color: tuple[int, int, int] | None = None,
+        type: str | None = None,  # noqa: A002 - DESIGN name
+        frame_of_reference_uid: str | None = None,
+        slice_thickness: float | None = None,
+    ) -> None:
+        self.name = name
+        self.number = int(number)
+        self.contours: list[Contour] = list(contours or [])
+        self.color = tuple(int(c) for c in color) if color is not None else default_color(number)
+        self.type = type
+        self.frame_of_reference_uid = frame_of_reference_uid or None
+        self.slice_thickness = slice_thickness
+
+    # ------------------------------------------------------------ the solid
+    def _where(self, position: float) -> str:
+        return f"ROI '{self.name}' (number {self.number}), plane at {position:.2f} mm"
+
+    @cached_property
+    def _stack(self) -> _Stack | None:
+        closed = [c for c in self.contours if c.is_closed]
+        if not closed:
+            return None
+        items: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
+        normal: NDArray[np.float64] | None = None
+        for c in closed:
+            pts = np.asarray(c.points, dtype=np.float64).reshape(-1, 3)
+            where = f"ROI '{self.name}' (number {self.number})"
+            if not np.all(np.isfinite(pts)):
+                warn(f"{where}: a contour holds NaN or infinite coordinates; skipped", log)
+                continue
+            keep = np.ones(len(pts), dtype=bool)
+            keep[1:] = np.any(np.diff(pts, axis=0) != 0, axis=1)
+            pts = pts[keep]
+            if len(pts) > 1 and np.array_equal(pts[0], pts[-1]):
+                pts = pts[:-1]
+            z = float(pts[:, 2].mean()) if len(pts) else float("nan")
+            if len(pts) < 3:
+                warn(f"{where}: contour at z = {z:.2f} mm has {len(pts)} distinct point(s); skipped", log)
+                continue
+            nv = _newell(pts)
+            area2 = np.linalg.norm(nv)
+            if area2 < 1e-9:
+                warn(f"{where}: contour at z = {z:.2f} mm has zero area; skipped", log)
+                continue
+            n = nv / area2
+            if normal is None:
+                normal = n if (n[2], n[1], n[0]) >= (0, 0, 0) else -n
+                if abs(normal[2]) > 1e-12:
+                    normal = normal * np.sign(normal[2])
+            elif abs(n @ normal) < _PARALLEL_COS:
+                warn(f"{where}: contour at z = {z:.2f} mm is not parallel to the ROI's other contours "
+                     f"(angle {np.degrees(np.arccos(min(1.0, abs(n @ normal)))):.1f} deg); skipped", log)
+                continue
+            items.append((pts, n))
+        if normal is None:
+            return None
+        e1, e2 = _plane_basis(normal)
+        groups: list[tuple[float, list[NDArray[np.float64]]]] = []
+        for pts, _ in sorted(items, key=lambda it: float(it[0].mean(axis=0) @ normal)):
+            t = float(pts.mean(axis=0) @ normal)
+            off = np.abs(pts @ normal - t).max()
+            if off > 0.05:
+                warn(f"{self._where(t)}: contour points are up to {off:.2f} mm off their plane; "
+                     "projected onto it", log)
+            uv = np.stack([pts @ e1, pts @ e2], axis=1)
+            if groups and t - groups[-1][0] < _PLANE_TOL:
+                groups[-1][1].append(uv)
+            else:
+                groups.append((t, [uv]))
+        stack = _Stack(normal, e1, e2)
+        for t, polys in groups:
+            region = None
+            for uv in polys:
+                poly = Polygon(uv)
+                if not poly.is_valid:
+                    warn(f"{self._where(t)}: self-intersecting contour repaired with shapely "
+                         "make_valid (even-odd parts kept)", log)
+                    poly = shapely.make_valid(poly)
+                    poly = shapely.union_all([g for g in shapely.get_parts(poly) if g.geom_type in ("Polygon", "MultiPolygon")])
+                region = poly if region is None else shapely.symmetric_difference(region, poly)
+            if region is not None and not region.is_empty and region.area > 0:
+                stack.planes.append(_Plane(t, region))
+        if not stack.planes:
+            return None
+        self._set_slabs(stack)
+        return stack
+
+    def _set_slabs(self, stack: _Stack) -> None:
+        pos = np.array([p.position for p in stack.planes])
+        if len(pos) > 1:
+            spacing = float(np.median(np.diff(pos)))
+        else:
+            spacing = self.slice_thickness
+            if not spacing:
+                warn(f"ROI '{self.name}': a single contour plane and no contour spacing known; "
+                     "using a 1 mm slab (pass slice_thickness=)", log)
+                spacing = 1.0
+        stack.spacing = spacing
+        half = spacing / 2.0
+        for i, p in enumerate(stack.planes):
+            p.lo = p.position - half
+            p.hi = p.position + half
+            if i > 0:
+                d = p.position - stack.planes[i - 1].position
+                if d <= 1.5 * spacing:
+                    p.lo = p.position - d / 2.0
+                else:
+                    log.info("ROI '%s': gap of %.2f mm between contour planes at %.2f and %.2f mm",
+                             self.name, d, stack.planes[i - 1].position, p.position)
+            if i + 1 < len(stack.planes):
+                d = stack.planes[i + 1].position - p.position
+                if d <= 1.5 * spacing:
+                    p.hi = p.position + d / 2.0
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the ROI has no closed contour with area."""
+        return self._stack is None
+
+    @property
+    def volume(self) -> float:
+        """Volume of the slab solid in cm3 (0 for an empty ROI)."""
+        stack = self._stack
+        if stack is None:
+            return 0.0
+        return float(sum(p.region.area * (p.hi - p.lo) for p in stack.planes) / 1000.0)
+
+    @property
+    def planes(self) -> list[tuple[float, float, float, float]]:
+        """``(position, slab start, slab end, area mm2)`` of each contour plane, along the normal."""
+        stack = self._stack
+        return [] if stack is None else [(p.position, p.lo, p.hi, p.region.area) for p in stack.planes]
+
+    @property
+    def normal(self) -> NDArray[np.float64] | None:
+        """Unit normal (LPS) of the contour planes, or None if empty."""
+        return None if self._stack is None else self._stack.normal.copy()
+
+    # ---------------------------------------------------------------- masks
+    def _check_frame(self, grid: Grid) -> None:
+        a, b = self.frame_of_reference_uid, grid.frame_of_reference_uid
+        if a and b and a != b:
+            raise FrameOfReferenceError(
+                f"ROI '{self.name}' is in frame of reference {a} but the grid is in {b}; "
+                "pass the registration linking them as transform="
+            )
+
+    def transformed(self, matrix: ArrayLike, frame_of_reference_uid: str | None = None) -> Structure:
+        """This ROI with every contour point mapped by a 4x4 matrix (e.g. ``Registration.matrix``)."""
+        m = np.asarray(getattr(matrix, "matrix", matrix), dtype=np.float64)
+        if m.shape != (4, 4):
+            raise GeometryError(f"transform must be 4x4, got shape {m.shape}")
+        contours = [
+            Contour(np.asarray(c.points, float) @ m[:3, :3].T + m[:3, 3], c.geometric_type,
+                    c.referenced_sop_instance_uid)
+            for c in self.contours
+        ]
+        return Structure(self.name, self.number, contours, self.color, self.type,
+                         frame_of_reference_uid, self.slice_thickness)
+
+    def mask(self, grid: Grid, fractional: bool = False, *, transform: Any = None) -> NDArray:
+        """Rasterise the slab solid on ``grid``.
+
+        Parameters
+        ----------
+        grid : Grid
+            Any grid in the structure's frame of reference: the CT, the dose
+            grid, or another; slices need not coincide with contour planes.
+        fractional : bool
+            False: bool, True where the voxel centre is inside.  True:
+            float32 fraction of each voxel's volume inside the solid.
+        transform : (4, 4) array_like or Registration, optional
+            Maps the structure's coordinates to the grid's (moving -> fixed),
+            for a structure drawn in another frame of reference.
+
+        Returns
+        -------
+        ndarray, shape ``grid.shape``
+            bool, or float32 in [0, 1].
+
+        Raises
+        ------
+        FrameOfReferenceError
+            If the frames of reference differ and no transform is given.
+        """
+        if transform is not None:
+            return self.transformed(transform, grid.frame_of_reference_uid).mask(grid, fractional)
+        self._check_frame(grid)
+        out = np.zeros(grid.shape, dtype=np.float32 if fractional else bool)
+        stack = self._stack
+        if stack is None:
+            return out
+        window = self._window(grid, stack)
+        if window is None:
+            return out
+        (k0, k1), (r0, r1), (c0, c1) = window
+        sub = out[k0:k1, r0:r1, c0:c1]
+        a = grid.affine
+        gnormal = np.cross(a[:3, 1], a[:3, 2])
+        gnormal /= np.linalg.norm(gnormal)
+        if abs(gnormal @ stack.normal) >= 1 - 1e-9:
+            self._mask_parallel(grid, stack, (k0, r0, c0), sub, fractional)
+        else:
+            self._mask_oblique(grid, stack, (k0, r0, c0), sub, fractional)
+        return out
+
+    def _window(self, grid: Grid, stack: _Stack) -> tuple[tuple[int, int], ...] | None:
+        """Index ranges of the grid that can touch the solid (a one-voxel margin)."""
+        corners = []
+        for p in stack.planes:
+            u0, v0, u1, v1 = p.region.bounds
+            uv = np.array([[u0, v0], [u0, v1], [u1, v0], [u1, v1]])
+            for t in (p.lo, p.hi):
+                corners.append(stack.world(uv, t))
+        idx = grid.world_to_index(np.concatenate(corners))
+        lo = np.floor(idx.min(axis=0)).astype(int) - 1
+        hi = np.ceil(idx.max(axis=0)).astype(int) + 2
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, grid.shape)
+        if np.any(hi <= lo):
+            return None
+        return tuple((int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+    def _rings_on_slice(self, grid: Grid, stack: _Stack, plane: _Plane, t: float,
+                        origin: tuple[int, int, int]) -> list[NDArray[np.float64]]:
+        """The plane's rings projected onto the grid slice at ``t``, in window (row, col) indices."""
+        out = []
+        for ring in plane.rings():
+            idx = grid.world_to_index(stack.world(ring, t))
+            out.append(idx[:, 1:] - np.array(origin[1:], dtype=np.float64))
+        return out
+
+    def _mask_parallel(self, grid: Grid, stack: _Stack, origin: tuple[int, int, int],
+                       sub: NDArray, fractional: bool) -> None:
+        a = grid.affine
+        thick = abs(a[:3, 0] @ stack.normal)
+        lo, hi = stack.lo, stack.hi
+        shape2 = sub.shape[1:]
+        for j in range(sub.shape[0]):
+            k = origin[0] + j
+            t = float((a[:3, 3] + k * a[:3, 0]) @ stack.normal)
+            if not fractional:
+                i = int(np.searchsorted(lo, t, side="right")) - 1
+                if i >= 0 and t < hi[i]:
+                    rings = self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
+                    sub[j] = centers_inside(rings, shape2)
+                continue
+            a0, a1 = t - thick / 2.0, t + thick / 2.0
+            overlap = np.minimum(hi, a1) - np.maximum(lo, a0)
+            acc = None
+            for i in np.flatnonzero(overlap > 0):
+                rings = self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
+                cov = coverage(rings, shape2) * (overlap[i] / thick)
+                acc = cov if acc is None else acc + cov
+            if acc is not None:
+                sub[j] = np.minimum(acc, 1.0)
+
+    def _mask_oblique(self, grid: Grid, stack: _Stack, origin: tuple[int, int, int],
+                      sub: NDArray, fractional: bool) -> None:
+        n = _OBLIQUE_SAMPLES if fractional else 1
+        offs = (np.arange(n) + 0.5) / n - 0.5 if fractional else np.zeros(1)
+        so = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
+        lo, hi = stack.lo, stack.hi
+        prepared = [shapely.prepare(p.region) or p.region for p in stack.planes]
+        rr, cc = np.meshgrid(np.arange(sub.shape[1]), np.arange(sub.shape[2]), indexing="ij")
+        for j in range(sub.shape[0]):
+            base = np.stack([np.full(rr.size, origin[0] + j), rr.ravel() + origin[1], cc.ravel() + origin[2]], 1)
+            idx = (base[:, None, :] + so[None, :, :]).reshape(-1, 3)
+            pts = grid.index_to_world(idx)
+            t = pts @ stack.normal
+            which = np.searchsorted(lo, t, side="right") - 1
+            ok = (which >= 0) & (t < hi[np.clip(which, 0, None)])
+            inside = np.zeros(len(pts), dtype=bool)
+            for i in np.unique(which[ok]):
+                sel = ok & (which == i)
+                inside[sel] = shapely.contains_xy(prepared[i], pts[sel] @ stack.e1, pts[sel] @ stack.e2)
+            vals = inside.reshape(-1, len(so)).mean(axis=1).reshape(sub.shape[1:])
+            sub[j] = vals if fractional else vals > 0.5
+
+    def __repr__(self) -> str:
+        return f"Structure({self.name!r}, number={self.number}, {len(self.contours)} contours, {self.volume:.3f} cm3)"
+
+
+class StructureSet(Mapping[str, Structure]):
+    """The ROIs of an RT Structure Set, by name.
+
+    Look-up is by exact name first, then case-insensitive.  Built by
+    :func:`rtkit.read_structures` (or ``Case.structures``).
+
+    Attributes
+    ----------
+    label : str or None
+        StructureSetLabel.
+    frame_of_reference_uid : str or None
+    sop_instance_uid : str or None
+    referenced_series_uid : str or None
+        The image series the contours were drawn on.
+    path : Path or None
+        The file read.
+    """
+
+    def __init__(
+        self,
+        structures: list[Structure] | None = None,
+        *,
+        label: str | None = None,
+        frame_of_reference_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        referenced_series_uid: str | None = None,
+        path: Any = None,
+    ) -> None:
+        self._structures: list[Structure] = list(structures or [])
+        self.label = label
+        self.frame_of_reference_uid = frame_of_reference_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.referenced_series_uid = referenced_series_uid
+        self.path = path
+        self._fill_thickness()
+
+    def _fill_thickness(self) -> None:
+        spacings = [s._stack.spacing for s in self._structures
+                    if s.slice_thickness is None and s._stack is not None and len(s._stack.planes) > 1]
+        if not spacings:
+            return
+        nominal = float(np.median(spacings))
+        for s in self._structures:
+            if s.slice_thickness is None and not s.is_empty and len(s._stack.planes) == 1:
+                s.slice_thickness = nominal
+                s.__dict__.pop("_stack", None)  # rebuild with the thickness
+
+    # ----------------------------------------------------------- mapping
+    def __getitem__(self, name: str) -> Structure:
+        for s in self._structures:
+            if s.name == name:
+                return s
+        low = name.lower() if isinstance(name, str) else name
+        for s in self._structures:
+            if s.name.lower() == low:
+                return s
+        raise KeyError(f"no ROI named {name!r}; the structure set has: {', '.join(self.names)}")
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for s in self._structures:
+            if s.name not in seen:
+                seen.add(s.name)
+                yield s.name
+
+    def __len__(self) -> int:
+        return len(set(s.name for s in self._structures))
+
+    @property
+    def names(self) -> list[str]:
+        """ROI names in file order."""
+        return list(self)
+
+    @property
+    def structures(self) -> list[Structure]:
+        """Every ROI, in file order (including duplicates of a name)."""
+        return list(self._structures)
+
+    # ------------------------------------------------------------- masks
+    def mask(self, name: str, grid: Grid, fractional: bool = False, **kwargs: Any) -> NDArray:
+        """``self[name].mask(grid, fractional)``."""
+        return self[name].mask(grid, fractional, **kwargs)
+
+    def masks(self, grid: Grid, fractional: bool = False, names: list[str] | None = None, **kwargs: Any) -> dict[str, NDArray]:
+        """Masks of every ROI (or of ``names``) on ``grid``, by name.  Empty ROIs give all-False masks."""
+        return {n: self[n].mask(grid, fractional, **kwargs) for n in (names or self.names)}
+
+    def summary(self) -> str:
+        lines = [f"Structure set {self.label or ''} ({len(self)} ROIs)"]
+        for s in self._structures:
+            kind = s.type or "-"
+            vol = "empty" if s.is_empty else f"{s.volume:.2f} cm3"
+            lines.append(f"  {s.number:>3} {s.name:<24} {kind:<10} {vol}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"StructureSet({self.label!r}, {len(self)} ROIs: {', '.join(self.names[:8])}{'...' if len(self) > 8 else ''})"
