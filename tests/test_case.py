@@ -24,7 +24,8 @@ def test_load_synthetic_case_links_every_object(demo):
     case = rtkit.load(demo)
     assert case.patient_id == "RTKIT-DEMO-001"
     uids = {f.name: pydicom.dcmread(f).SOPInstanceUID for f in demo.iterdir() if not f.name.startswith("CT")}
-    assert case.structures.SOPInstanceUID == uids["RS.dcm"]
+    assert case.structures.sop_instance_uid == uids["RS.dcm"]
+    assert case.structures.names == ["BODY", "Lung_L", "Lung_R", "Spine", "PTV"]
     assert case.plan.SOPInstanceUID == uids["RP.dcm"]
     assert case.dose.SOPInstanceUID == uids["RD.dcm"]
     assert [d.SOPInstanceUID for d in case.doses] == [uids["RD.dcm"]]
@@ -83,7 +84,7 @@ def test_two_patients_are_ambiguous(tmp_path):
     cases = rtkit.scan(root).cases()
     assert sorted(c.patient_id for c in cases) == ["P1", "P2"]
     for c in cases:  # each case keeps its own objects
-        assert c.plan.PatientID == c.patient_id == c.structures.PatientID
+        assert c.plan.PatientID == c.patient_id == pydicom.dcmread(c.structures.path).PatientID
 
 
 def test_two_cts_without_rt_objects_are_ambiguous(tmp_path):
@@ -117,9 +118,8 @@ def test_several_planning_cts_split_their_objects(tmp_path):
     assert len(cases) == 2
     for c in cases:
         ct_series = c.ct_series.series_instance_uid
-        refs = c.structures.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
-        assert refs.RTReferencedSeriesSequence[0].SeriesInstanceUID == ct_series
-        assert c.plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == c.structures.SOPInstanceUID
+        assert c.structures.referenced_series_uid == ct_series
+        assert c.plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == c.structures.sop_instance_uid
         assert c.dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == c.plan.SOPInstanceUID
 
 
