@@ -24,7 +24,7 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     """
     target = Path(path)
     if target.exists() and not overwrite:
-        raise RTKitError(f"{target} already exists; pass overwrite=True to replace it")
+        raise RTKitError(f"{target} already exists; pass overwrite=True (--overwrite on the command line) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name

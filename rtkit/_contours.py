@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .geometry import Grid
@@ -133,7 +133,7 @@ def mask_to_rings(mask2d: ArrayLike) -> list[NDArray[np.float64]]:
 
     # Rings are the cycles of the permutation nxt.
     ncomp, label = connected_components(
-        coo_matrix((np.ones(ne, dtype=np.int8), (np.arange(ne), nxt)), shape=(ne, ne)),
+        csr_matrix((np.ones(ne, dtype=np.int8), nxt, np.arange(ne + 1)), shape=(ne, ne)),
         directed=True,
         connection="weak",
     )

@@ -24,6 +24,7 @@ examples:
   rtkit info /data/patients --cases    also show the cases rtkit.load would build
   rtkit demo                           write the built-in synthetic case and summarise it
   rtkit demo --out demo_case           ... into a folder of your choice
+  rtkit masks demo_case --out masks    ROI masks and the CT as NIfTI (needs rtkit[nifti])
 """
 
 
@@ -66,6 +67,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _safe_name(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name.strip())
+    return keep or "roi"
+
+
+def _cmd_masks(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from .errors import RTKitError as _Err
+    from .image import Image
+    from .io.case import load
+
+    case = load(args.case, progress=args.progress)
+    ct, ss = case.ct, case.structures
+    if ct is None:
+        raise _Err(f"{args.case}: the case has no CT; masks are written on the CT grid")
+    if ss is None:
+        raise _Err(f"{args.case}: the case has no RT Structure Set")
+    names = [n.strip() for n in args.names.split(",")] if args.names else ss.names
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ct.to_nifti(out / "ct.nii.gz", overwrite=args.overwrite)
+    labels = np.zeros(ct.grid.shape, dtype=np.uint16) if args.label_map else None
+    table = {}
+    used: set[str] = set()
+    for i, name in enumerate(names, start=1):
+        roi = ss[name]
+        mask = roi.mask(ct.grid, fractional=args.fractional)
+        fname = _safe_name(roi.name)
+        while fname in used:
+            fname += "_"
+        used.add(fname)
+        data = mask if args.fractional else mask.astype(np.uint8)
+        Image(data, ct.grid, "SEG").to_nifti(out / f"{fname}.nii.gz", overwrite=args.overwrite)
+        if labels is not None:
+            labels[(mask > 0.5) if args.fractional else mask] = i
+        table[i] = {"name": roi.name, "file": f"{fname}.nii.gz", "volume_cc": roi.volume,
+                    "empty": roi.is_empty}
+        _out(f"{roi.name:<24} -> {fname}.nii.gz  ({'empty' if roi.is_empty else f'{roi.volume:.2f} cm3'})")
+    if labels is not None:
+        Image(labels, ct.grid, "SEG").to_nifti(out / "labels.nii.gz", overwrite=args.overwrite)
+        _out("label map -> labels.nii.gz (later ROIs overwrite earlier ones where they overlap)")
+    (out / "rois.json").write_text(json.dumps(table, indent=2))
+    _out(f"wrote {len(names)} mask(s), the CT and rois.json to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -103,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: a temporary folder)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "masks",
+        help="write ROI masks and the CT as NIfTI",
+        description="Rasterise the RT Structure Set of a case on its CT grid and write one "
+        "NIfTI file per ROI (uint8 0/1, or float32 occupancy with --fractional), the CT "
+        "(ct.nii.gz, HU) and rois.json (names, files, volumes). NIfTI files use RAS, with "
+        "affines that keep every voxel at its patient position.",
+        epilog="examples:\n  rtkit masks /data/case1 --out masks/\n"
+        "  rtkit masks /data/case1 --out masks/ --names PTV,Heart --fractional\n"
+        "  rtkit masks /data/case1 --out masks/ --label-map",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("case", type=Path, help="folder holding one case")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--names", help="comma-separated ROI names (default: all)")
+    p.add_argument("--fractional", action="store_true", help="float32 voxel occupancy instead of 0/1")
+    p.add_argument("--label-map", action="store_true", help="also write labels.nii.gz (uint16)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while scanning")
+    p.set_defaults(func=_cmd_masks)
     return parser
 
 

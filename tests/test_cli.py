@@ -68,3 +68,36 @@ def test_console_script_runs():
         pytest.skip("rtkit console script not installed in this environment")
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and "rtkit" in r.stdout
+
+
+def test_masks_writes_nifti_per_roi(tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    import json
+
+    import numpy as np
+
+    from rtkit.datasets import PHANTOM
+
+    case = tmp_path / "case"
+    assert main(["demo", "--out", str(case)]) == 0
+    out = tmp_path / "masks"
+    assert main(["masks", str(case), "--out", str(out), "--label-map"]) == 0
+    rois = json.loads((out / "rois.json").read_text())
+    assert [r["name"] for r in rois.values()] == ["BODY", "Lung_L", "Lung_R", "Spine", "PTV"]
+    ptv = nib.load(str(out / "PTV.nii.gz"))
+    data = np.asarray(ptv.dataobj)
+    ijk = np.argwhere(data > 0)
+    ras = ijk @ ptv.affine[:3, :3].T + ptv.affine[:3, 3]
+    lps = ras * np.array([-1, -1, 1])
+    # Every PTV voxel centre lies within the sphere's slab solid: radius 20 mm, 1.5 mm end caps.
+    r = np.linalg.norm(lps - np.asarray(PHANTOM["ptv"]["center"]), axis=1)
+    assert len(ijk) > 100 and r.max() <= PHANTOM["ptv"]["radius"] + 1.5
+    labels = np.asarray(nib.load(str(out / "labels.nii.gz")).dataobj)
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}
+    assert np.array_equal(labels == 5, data > 0)  # PTV is last: never overwritten
+    # Existing files are not replaced without --overwrite.
+    assert main(["masks", str(case), "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["masks", str(case), "--out", str(out), "--overwrite", "--names", "ptv", "--fractional"]) == 0
+    frac = np.asarray(nib.load(str(out / "PTV.nii.gz")).dataobj)
+    assert frac.dtype == np.float32 and 0 < frac.max() <= 1
