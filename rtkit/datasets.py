@@ -77,6 +77,7 @@ def _base(ds: Dataset, sop_class: str, sop_uid: str, modality: str, series: str,
     ds.Modality = modality
     ds.Manufacturer = "rtkit"
     ds.ReferringPhysicianName = ""
+    ds.OperatorsName = ""
     ds.PatientName = "Synthetic^Phantom"
     ds.PatientID = "RTKIT-DEMO-001"
     ds.PatientBirthDate = ""
@@ -136,6 +137,8 @@ def _write_ct(folder: Path, p: dict) -> list[Dataset]:
         ds.PositionReferenceIndicator = ""
         ds.PatientPosition = "HFS"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.Laterality = ""
+        ds.AcquisitionNumber = 1
         ds.InstanceNumber = k + 1
         z = p["origin"][2] + k * p["slice_spacing"]
         ds.ImagePositionPatient = [p["origin"][0], p["origin"][1], z]
@@ -188,6 +191,8 @@ def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset]) -> Dataset:
     ds = Dataset()
     _base(ds, "1.2.840.10008.5.1.4.1.1.481.3", _uid("rtstruct"), "RTSTRUCT", "rtstruct-series", 2)
     ds.SeriesDescription = "Structures"
+    ds.FrameOfReferenceUID = cts[0].FrameOfReferenceUID
+    ds.PositionReferenceIndicator = ""
     ds.StructureSetLabel = "RTKIT_DEMO"
     ds.StructureSetName = "rtkit demo structures"
     ds.StructureSetDate, ds.StructureSetTime = "20260101", "120000"

@@ -534,6 +534,136 @@ class StructureSet(Mapping[str, Structure]):
         """Every ROI, in file order (including duplicates of a name)."""
         return list(self._structures)
 
+    # ----------------------------------------------------------- writing
+    def add(
+        self,
+        name: str,
+        mask: ArrayLike,
+        grid: Grid,
+        color: tuple[int, int, int] | None = None,
+        type: str = "ORGAN",  # noqa: A002 - DESIGN name
+    ) -> Structure:
+        """Add an ROI traced from a mask.
+
+        Parameters
+        ----------
+        name : str
+        mask : array_like, shape ``grid.shape``
+            bool, or fractional occupancy (voxels >= 0.5 count as inside).
+        grid : Grid
+            The mask's grid; its slices become the contour planes.
+        color : (int, int, int), optional
+            Default: the palette colour of the new ROI number.
+        type : str
+            RTROIInterpretedType.
+
+        Returns
+        -------
+        Structure
+            Contours trace the voxel *edges* of each slice (outer boundaries and
+            holes as separate contours, even-odd rule), so rasterising them
+            again on ``grid`` gives back exactly the same voxel centres.
+        """
+        from ._contours import mask_to_rings, rings_to_world
+
+        m = np.asarray(mask)
+        if m.shape != grid.shape:
+            raise GeometryError(f"mask for ROI '{name}' has shape {m.shape}, the grid {grid.shape}")
+        m = m >= 0.5 if m.dtype.kind == "f" else m.astype(bool)
+        frame = grid.frame_of_reference_uid
+        if self.frame_of_reference_uid and frame and frame != self.frame_of_reference_uid:
+            raise FrameOfReferenceError(
+                f"ROI '{name}': the mask's grid is in frame of reference {frame}, the structure "
+                f"set in {self.frame_of_reference_uid}"
+            )
+        contours = []
+        for k in np.flatnonzero(m.any(axis=(1, 2))):
+            for pts in rings_to_world(mask_to_rings(m[k]), grid, int(k)):
+                contours.append(Contour(pts, "CLOSED_PLANAR"))
+        number = max((s.number for s in self._structures), default=0) + 1
+        thickness = abs(grid.affine[:3, 0] @ np.cross(grid.direction[:, 1], grid.direction[:, 2]))
+        roi = Structure(name, number, contours, color, type, frame or self.frame_of_reference_uid,
+                        slice_thickness=float(thickness))
+        self._structures.append(roi)
+        self.frame_of_reference_uid = self.frame_of_reference_uid or frame
+        return roi
+
+    @classmethod
+    def from_masks(cls, masks: Mapping[str, ArrayLike], reference: Any, **kwargs: Any) -> StructureSet:
+        """A new structure set with one ROI per mask, drawn on ``reference``.
+
+        Parameters
+        ----------
+        masks : mapping of name -> array_like, each shaped ``reference.grid.shape``
+        reference : Image
+            The image (normally the planning CT) the masks are on; it is also
+            what :meth:`save` references.
+        **kwargs
+            ``color``/``type`` per ROI are not taken here; use :meth:`add`.
+
+        Returns
+        -------
+        StructureSet
+        """
+        out = cls(frame_of_reference_uid=reference.grid.frame_of_reference_uid,
+                  referenced_series_uid=getattr(reference, "series_instance_uid", None), **kwargs)
+        out.reference = reference
+        for name, m in masks.items():
+            out.add(name, m, reference.grid)
+        return out
+
+    def save(
+        self,
+        path: Any,
+        reference: Any = None,
+        *,
+        label: str | None = None,
+        overwrite: bool = False,
+    ) -> Any:
+        """Write a DICOM RT Structure Set referencing ``reference``'s series.
+
+        Parameters
+        ----------
+        path : path-like
+        reference : Image, optional
+            The image series the ROIs are drawn on (normally ``case.ct``), read
+            by rtkit so that it knows the slices' SOP Instance UIDs; default:
+            the reference given to :meth:`from_masks`.
+        label : str, optional
+            StructureSetLabel (default: this set's label, else "RTKIT").
+        overwrite : bool
+            Replace an existing file (default: refuse).
+
+        Returns
+        -------
+        Path
+
+        Notes
+        -----
+        The file holds the Patient, Study, RT Series, Frame of Reference,
+        Structure Set, ROI Contour and RT ROI Observations modules, with a
+        ContourImageSequence item per contour naming the CT slice on its plane,
+        and is written atomically (temporary file + rename).  Files written by
+        rtkit pass ``dciodvfy`` with 0 errors (tested).
+        """
+        from .io.rtstruct_write import build_rtstruct, write_dataset
+
+        ref = reference if reference is not None else getattr(self, "reference", None)
+        if ref is None:
+            raise GeometryError("save() needs reference=, the image (e.g. case.ct) the ROIs are drawn on")
+        rois = [
+            {
+                "number": s.number,
+                "name": s.name,
+                "color": s.color,
+                "type": s.type or "",
+                "contours": [(c.geometric_type, np.asarray(c.points, float), None) for c in s.contours],
+            }
+            for s in self._structures
+        ]
+        ds = build_rtstruct(rois, ref, label=(label or self.label or "RTKIT")[:16])
+        return write_dataset(ds, path, overwrite=overwrite)
+
     # ------------------------------------------------------------- masks
     def mask(self, name: str, grid: Grid, fractional: bool = False, **kwargs: Any) -> NDArray:
         """``self[name].mask(grid, fractional)``."""
