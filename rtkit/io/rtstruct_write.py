@@ -117,9 +117,22 @@ def _format_many(values: NDArray[np.float64]) -> list[str]:
     return [format_ds(v) for v in values.tolist()]
 
 
+# Longest value each copied attribute's VR allows (PS3.5 table 6.2-1).
+_MAX_LEN = {"patient_name": 64, "patient_id": 64, "patient_birth_date": 8, "patient_sex": 16,
+            "study_date": 8, "study_time": 16, "referring_physician_name": 64, "study_id": 16,
+            "accession_number": 16, "study_description": 64}
+
+
 def _text(meta: Mapping[str, Any], key: str) -> str:
+    """A value copied from the reference image, cut to its VR's maximum length (with a warning)."""
     v = meta.get(key)
-    return "" if v is None else str(v)
+    text = "" if v is None else str(v)
+    limit = _MAX_LEN.get(key)
+    if limit is not None and len(text) > limit:
+        warn(f"the reference image's {key} {text!r} is longer than its VR allows ({limit}); "
+             f"written cut to {text[:limit]!r}", log)
+        text = text[:limit]
+    return text
 
 
 def _charset(values: Iterable[str]) -> str:
