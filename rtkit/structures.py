@@ -140,6 +140,25 @@ def _newell(points: NDArray[np.float64]) -> NDArray[np.float64]:
     ])
 
 
+def _contour_normal(points: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """Unit normal of a planar contour, or None when its points are collinear.
+
+    Newell's normal where the polygon has net area; the best-fit plane (SVD)
+    where signed areas cancel (a symmetric bow-tie).
+    """
+    nv = _newell(points)
+    centred = points - points.mean(axis=0)
+    extent2 = float(np.sum(centred**2)) / len(points)
+    if extent2 == 0:
+        return None
+    if np.linalg.norm(nv) > 1e-6 * extent2:
+        return nv / np.linalg.norm(nv)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    if sv[1] <= 1e-9 * sv[0]:
+        return None
+    return vt[2]
+
+
 def _plane_basis(normal: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Orthonormal in-plane axes; for an axial normal these are +x and +y."""
     ref = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -212,12 +231,10 @@ class Structure:
             if len(pts) < 3:
                 warn(f"{where}: contour at z = {z:.2f} mm has {len(pts)} distinct point(s); skipped", log)
                 continue
-            nv = _newell(pts)
-            area2 = np.linalg.norm(nv)
-            if area2 < 1e-9:
-                warn(f"{where}: contour at z = {z:.2f} mm has zero area; skipped", log)
+            n = _contour_normal(pts)
+            if n is None:
+                warn(f"{where}: contour at z = {z:.2f} mm has zero area (collinear points); skipped", log)
                 continue
-            n = nv / area2
             if normal is None:
                 normal = n if (n[2], n[1], n[0]) >= (0, 0, 0) else -n
                 if abs(normal[2]) > 1e-12:
@@ -255,6 +272,8 @@ class Structure:
                 region = poly if region is None else shapely.symmetric_difference(region, poly)
             if region is not None and not region.is_empty and region.area > 0:
                 stack.planes.append(_Plane(t, region))
+            else:
+                warn(f"{self._where(t)}: the contours on this plane enclose no area; plane skipped", log)
         if not stack.planes:
             return None
         self._set_slabs(stack)
@@ -286,6 +305,24 @@ class Structure:
                 d = stack.planes[i + 1].position - p.position
                 if d <= 1.5 * spacing:
                     p.hi = p.position + d / 2.0
+
+    def _plane_positions(self) -> NDArray[np.float64]:
+        """Sorted distinct plane positions along the first contour's normal (cheap, no warnings)."""
+        normal = None
+        pos = []
+        for c in self.contours:
+            pts = np.asarray(c.points, dtype=np.float64).reshape(-1, 3)
+            if not c.is_closed or len(pts) < 3 or not np.all(np.isfinite(pts)):
+                continue
+            if normal is None:
+                normal = _contour_normal(pts)
+                if normal is None:
+                    continue
+            pos.append(float(pts.mean(axis=0) @ normal))
+        if not pos:
+            return np.empty(0)
+        pos = np.sort(pos)
+        return pos[np.concatenate([[True], np.diff(pos) >= _PLANE_TOL])]
 
     @property
     def is_empty(self) -> bool:
@@ -436,7 +473,9 @@ class Structure:
         offs = (np.arange(n) + 0.5) / n - 0.5 if fractional else np.zeros(1)
         so = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
         lo, hi = stack.lo, stack.hi
-        prepared = [shapely.prepare(p.region) or p.region for p in stack.planes]
+        for p in stack.planes:
+            shapely.prepare(p.region)  # in place
+        prepared = [p.region for p in stack.planes]
         rr, cc = np.meshgrid(np.arange(sub.shape[1]), np.arange(sub.shape[2]), indexing="ij")
         for j in range(sub.shape[0]):
             base = np.stack([np.full(rr.size, origin[0] + j), rr.ravel() + origin[1], cc.ravel() + origin[2]], 1)
@@ -493,15 +532,16 @@ class StructureSet(Mapping[str, Structure]):
         self._fill_thickness()
 
     def _fill_thickness(self) -> None:
-        spacings = [s._stack.spacing for s in self._structures
-                    if s.slice_thickness is None and s._stack is not None and len(s._stack.planes) > 1]
+        """Give single-plane ROIs the set's nominal contour spacing (median over the other ROIs)."""
+        positions = {id(s): s._plane_positions() for s in self._structures if s.slice_thickness is None}
+        spacings = [float(np.median(np.diff(p))) for p in positions.values() if len(p) > 1]
         if not spacings:
             return
         nominal = float(np.median(spacings))
         for s in self._structures:
-            if s.slice_thickness is None and not s.is_empty and len(s._stack.planes) == 1:
+            if len(positions.get(id(s), ())) == 1:
                 s.slice_thickness = nominal
-                s.__dict__.pop("_stack", None)  # rebuild with the thickness
+                s.__dict__.pop("_stack", None)
 
     # ----------------------------------------------------------- mapping
     def __getitem__(self, name: str) -> Structure:

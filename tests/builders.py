@@ -732,3 +732,183 @@ def unchanged(folder: str | os.PathLike[str]) -> Iterator[None]:
     yield
     after = file_hashes(folder)
     assert after == before, f"input files under {folder} were modified, added or removed"
+
+
+# --------------------------------------------------------------------------- RT Structure Sets
+RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
+
+
+@dataclass
+class RoiTruth:
+    """One ROI as written: contours are ContourData exactly as stored (DS parsed back)."""
+
+    number: int
+    name: str
+    contours: list[np.ndarray]
+    geometric_types: list[str]
+    color: tuple[int, int, int] | None
+    type: str | None
+    in_contour_sequence: bool
+
+
+@dataclass
+class StructureSetTruth:
+    path: Path
+    sop_instance_uid: str
+    frame_of_reference_uid: str
+    rois: dict[int, RoiTruth]
+
+    def by_name(self, name: str) -> RoiTruth:
+        return next(r for r in self.rois.values() if r.name == name)
+
+
+def write_rtstruct(
+    path: str | os.PathLike[str],
+    rois: Sequence[dict],
+    frame_of_reference_uid: str,
+    *,
+    referenced_series_uid: str | None = None,
+    study_uid: str | None = None,
+    patient_id: str = "RTKIT-TEST-001",
+    patient_name: str = "Test^Patient",
+    modality: str = "RTSTRUCT",
+    file_meta: bool = True,
+    shuffle_contour_sequence: bool = False,
+    rng: int | np.random.Generator | None = 0,
+    label: str = "synthetic",
+) -> StructureSetTruth:
+    """Write an RT Structure Set with pydicom from contour point arrays.
+
+    Parameters
+    ----------
+    rois : sequence of dict
+        One per ROI, in StructureSetROISequence order, with keys
+
+        * ``name`` (str), ``number`` (int);
+        * ``contours``: list of ``(N, 3)`` arrays (CLOSED_PLANAR) or of
+          ``(array, geometric_type)`` pairs; ``None`` lists the ROI in
+          StructureSetROISequence only (no ROIContourSequence item); ``[]``
+          writes an item without ContourSequence;
+        * ``color`` (optional RGB; absent or None: no ROIDisplayColor);
+        * ``type`` (optional RTROIInterpretedType, default ``"ORGAN"``;
+          None writes an empty value);
+        * ``frame_of_reference_uid`` (optional per-ROI override).
+    frame_of_reference_uid : str
+        ReferencedFrameOfReferenceSequence and every ROI's frame.
+    modality : str
+        The Modality tag (the SOP Class is always RT Structure Set), e.g.
+        ``"RTDOSE"`` to imitate a wrong header.
+    file_meta : bool
+        False writes the bare dataset (implicit VR little endian, no preamble,
+        no file meta).
+    shuffle_contour_sequence : bool
+        Write ROIContourSequence in an order different from
+        StructureSetROISequence (reversed, then rotated if that is the same).
+
+    Returns
+    -------
+    StructureSetTruth
+        The stored ContourData of every ROI, parsed back to floats.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    sop_uid = generate_uid()
+    ds = Dataset()
+    if file_meta:
+        ds.file_meta = _file_meta(RTSTRUCT_SOP, sop_uid, ExplicitVRLittleEndian)
+    ds.SOPClassUID = RTSTRUCT_SOP
+    ds.SOPInstanceUID = sop_uid
+    _common_header(
+        ds,
+        modality=modality,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_uid=study_uid or generate_uid(),
+        series_uid=generate_uid(),
+        frame_uid=frame_of_reference_uid,
+        series_description="synthetic RTSTRUCT",
+        series_number=100,
+    )
+    del ds.FrameOfReferenceUID  # not part of the RT Structure Set IOD
+    del ds.PositionReferenceIndicator
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = label
+    ds.StructureSetDate = "20240102"
+    ds.StructureSetTime = "101500"
+
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = referenced_series_uid or generate_uid()
+    ref_series.ContourImageSequence = DicomSequence([])
+    ref_study = Dataset()
+    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref_study.ReferencedSOPInstanceUID = ds.StudyInstanceUID
+    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
+    ref_frame = Dataset()
+    ref_frame.FrameOfReferenceUID = frame_of_reference_uid
+    ref_frame.RTReferencedStudySequence = DicomSequence([ref_study])
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([ref_frame])
+
+    truth = StructureSetTruth(path, sop_uid, frame_of_reference_uid, {})
+    ss_items, rc_items, obs_items = [], [], []
+    for i, roi in enumerate(rois):
+        number = int(roi["number"])
+        item = Dataset()
+        item.ROINumber = number
+        item.ReferencedFrameOfReferenceUID = roi.get("frame_of_reference_uid", frame_of_reference_uid)
+        item.ROIName = roi["name"]
+        item.ROIGenerationAlgorithm = "MANUAL"
+        ss_items.append(item)
+
+        obs = Dataset()
+        obs.ObservationNumber = i + 1
+        obs.ReferencedROINumber = number
+        rtype = roi.get("type", "ORGAN")
+        obs.RTROIInterpretedType = rtype or ""
+        obs.ROIInterpreter = ""
+        obs_items.append(obs)
+
+        color = roi.get("color")
+        contours = roi.get("contours")
+        stored: list[np.ndarray] = []
+        kinds: list[str] = []
+        if contours is not None:
+            rc = Dataset()
+            if color is not None:
+                rc.ROIDisplayColor = [int(v) for v in color]
+            seq = []
+            for c in contours:
+                pts, kind = (c if isinstance(c, tuple) else (c, "CLOSED_PLANAR"))
+                pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+                ci = Dataset()
+                ci.ContourGeometricType = kind
+                ci.NumberOfContourPoints = len(pts)
+                values = _ds_list(pts.ravel())
+                ci.ContourData = values
+                seq.append(ci)
+                stored.append(_floats(values).reshape(-1, 3))
+                kinds.append(kind)
+            if contours:
+                rc.ContourSequence = DicomSequence(seq)
+            rc.ReferencedROINumber = number
+            rc_items.append(rc)
+        truth.rois[number] = RoiTruth(
+            number, roi["name"], stored, kinds,
+            # ROIDisplayColor lives in ROIContourSequence: not written without an item there
+            tuple(int(v) for v in color) if color is not None and contours is not None else None,
+            rtype, contours is not None,
+        )
+    if shuffle_contour_sequence and len(rc_items) > 1:
+        order = list(range(len(rc_items)))[::-1]
+        perm = gen.permutation(len(rc_items))
+        if not np.array_equal(perm, np.arange(len(rc_items))):
+            order = [int(p) for p in perm]
+        rc_items = [rc_items[k] for k in order]
+    ds.StructureSetROISequence = DicomSequence(ss_items)
+    ds.ROIContourSequence = DicomSequence(rc_items)
+    ds.RTROIObservationsSequence = DicomSequence(obs_items)
+    if file_meta:
+        _save(ds, path)
+    else:
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    return truth

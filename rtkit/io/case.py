@@ -232,8 +232,9 @@ def _check_links(case: Case) -> list[str]:
         if inst.modality in ("RTSTRUCT", "RTPLAN", "RTDOSE"):
             frames = {inst.frame_of_reference_uid} | inst.referenced_frames
             frames.discard(None)
-            if ct_for and frames and ct_for not in frames:
-                notes.append(f"{label} is in frame of reference {short_uid(next(iter(frames)), 20)}, "
+            others = sorted(frames - {ct_for})
+            if ct_for and others:
+                notes.append(f"{label} is in frame of reference {short_uid(others[0], 20)}, "
                              f"not the planning CT's {short_uid(ct_for, 20)}")
             if not frames:
                 notes.append(f"{label} names no frame of reference")
