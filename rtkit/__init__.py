@@ -6,6 +6,7 @@ The public API is listed in ``__all__``; see ``docs/`` and DESIGN.md.
 import logging as _logging
 
 from . import config, datasets
+from .dose import Dose, sum_doses
 from .errors import (
     AmbiguousCaseError,
     DicomReadError,
@@ -19,7 +20,18 @@ from .errors import (
 )
 from .geometry import Grid
 from .image import Image
-from .io import Case, Index, Patient, Series, Study, load, read_image, read_structures, scan
+from .io import (
+    Case,
+    Index,
+    Patient,
+    Series,
+    Study,
+    load,
+    read_dose,
+    read_image,
+    read_structures,
+    scan,
+)
 from .structures import Contour, Structure, StructureSet
 
 __version__ = "0.1.0.dev0"
@@ -31,6 +43,7 @@ __all__ = [
     "Case",
     "Contour",
     "DicomReadError",
+    "Dose",
     "FrameOfReferenceError",
     "GeometryError",
     "Grid",
@@ -49,7 +62,9 @@ __all__ = [
     "config",
     "datasets",
     "load",
+    "read_dose",
     "read_image",
     "read_structures",
     "scan",
+    "sum_doses",
 ]

@@ -27,8 +27,9 @@ def test_load_synthetic_case_links_every_object(demo):
     assert case.structures.sop_instance_uid == uids["RS.dcm"]
     assert case.structures.names == ["BODY", "Lung_L", "Lung_R", "Spine", "PTV"]
     assert case.plan.SOPInstanceUID == uids["RP.dcm"]
-    assert case.dose.SOPInstanceUID == uids["RD.dcm"]
-    assert [d.SOPInstanceUID for d in case.doses] == [uids["RD.dcm"]]
+    assert case.dose.meta["sop_instance_uid"] == uids["RD.dcm"]
+    assert [d.meta["sop_instance_uid"] for d in case.doses] == [uids["RD.dcm"]]
+    assert case.dose is case.doses[0] and case.dose.summation_type == "PLAN"
     assert case.registrations == []
     assert case.notes == []
     assert file_hashes(demo) == before
@@ -120,7 +121,7 @@ def test_several_planning_cts_split_their_objects(tmp_path):
         ct_series = c.ct_series.series_instance_uid
         assert c.structures.referenced_series_uid == ct_series
         assert c.plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == c.structures.sop_instance_uid
-        assert c.dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == c.plan.SOPInstanceUID
+        assert c.dose.referenced_plan_uid == c.plan.SOPInstanceUID
 
 
 def test_frame_of_reference_mismatch_is_noted(tmp_path):

@@ -29,10 +29,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from ..dose import Dose, sum_doses
 from ..errors import AmbiguousCaseError, warn
 from ..image import Image
 from ..structures import StructureSet
 from ._dicom import Instance, open_dataset
+from .rtdose import dose_from_instance
 from .rtstruct import structures_from_dataset
 from .scan import Index, Patient, Series, scan
 from .series import layout_frames, series_image
@@ -156,19 +158,57 @@ class Case:
         inst = self._plan_instance
         return self._dataset(inst) if inst else None
 
-    @property
-    def doses(self) -> list[Any]:
-        """Every RT Dose of the case (pydicom Datasets until the dose reader lands)."""
-        return [self._dataset(i) for i in self._of("RTDOSE")]
+    @cached_property
+    def doses(self) -> list[Dose]:
+        """Every RT Dose of the case, in Gy (pixels read on first ``.array``)."""
+        out = []
+        for inst in self._of("RTDOSE"):
+            out.append(dose_from_instance(open_dataset(inst.path, headers_only=True), inst.path))
+        return out
 
-    @property
-    def dose(self) -> Any:
-        """The plan dose: the PLAN-summed RT Dose referencing the case's plan, or None."""
+    def _plan_beam_numbers(self) -> set[int]:
+        """Treatment beam numbers of the case's plan (setup fields excluded)."""
+        inst = self._plan_instance
+        if inst is None:
+            return set()
+        ds = self._dataset(inst)
+        beams = list(ds.get("BeamSequence") or ds.get("IonBeamSequence") or [])
+        return {int(b.BeamNumber) for b in beams
+                if "BeamNumber" in b and str(b.get("TreatmentDeliveryType", "TREATMENT")).upper() != "SETUP"}
+
+    @cached_property
+    def dose(self) -> Dose | None:
+        """The plan dose.
+
+        The PLAN-summed RT Dose that references the case's plan (else the
+        only PLAN dose); failing that, the sum of the BEAM doses that
+        reference the plan, with a warning when they do not cover every
+        treatment beam of the plan.  None when there is neither.
+        """
         plan = self._plan_instance
-        doses = [d for d in self._of("RTDOSE") if d.dose_summation_type in ("PLAN", None)]
-        pref = [d for d in doses if plan and plan.sop_instance_uid in d.referenced_instances]
-        inst = self._choose("plan RT Dose", doses, pref)
-        return self._dataset(inst) if inst else None
+        by_inst = dict(zip((i.path for i in self._of("RTDOSE")), self.doses, strict=True))
+        plan_doses = [i for i in self._of("RTDOSE") if i.dose_summation_type in ("PLAN", None)]
+        pref = [i for i in plan_doses if plan and plan.sop_instance_uid in i.referenced_instances]
+        inst = self._choose("plan RT Dose", plan_doses, pref)
+        if inst is not None:
+            return by_inst[inst.path]
+        beams = [by_inst[i.path] for i in self._of("RTDOSE") if i.dose_summation_type == "BEAM"
+                 and (plan is None or plan.sop_instance_uid in i.referenced_instances)]
+        if not beams:
+            return None
+        covered = {b for d in beams for b in d.referenced_beam_numbers}
+        missing = sorted(self._plan_beam_numbers() - covered)
+        if missing:
+            warn(f"case {self.name}: the BEAM doses cover beams {sorted(covered)} but the plan also has "
+                 f"treatment beam(s) {missing}; the summed dose lacks them", log)
+        counts = {}
+        for d in beams:
+            for b in d.referenced_beam_numbers:
+                counts[b] = counts.get(b, 0) + 1
+        twice = sorted(b for b, n in counts.items() if n > 1)
+        if twice:
+            warn(f"case {self.name}: several BEAM doses cover beam(s) {twice}; all are added", log)
+        return sum_doses(beams)
 
     @property
     def registrations(self) -> list[Any]:
