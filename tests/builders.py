@@ -912,3 +912,96 @@ def write_rtstruct(
     else:
         ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
     return truth
+
+
+# ---------------------------------------------------------------------- RT Dose
+RTDOSE_SOP = "1.2.840.10008.5.1.4.1.1.481.2"
+
+
+def write_rtdose(
+    path: str | os.PathLike[str],
+    dose_gy: np.ndarray,
+    *,
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    pixel_spacing: Sequence[float] = (2.0, 2.0),
+    frame_step: float = 2.5,
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    absolute_offsets: bool = False,
+    bits: int = 32,
+    summation_type: str = "PLAN",
+    units: str = "GY",
+    plan_uid: str | None = None,
+    beam_numbers: Sequence[int] = (),
+    frame_of_reference_uid: str = "1.2.826.0.1.3680043.8.498.77",
+    patient_id: str = "DOSE",
+    scaling: float | None = None,
+    shuffle_frames: bool = False,
+) -> dict:
+    """Write an RT Dose of ``dose_gy`` (frames, rows, cols) and return its truth.
+
+    Frame k lies ``k * frame_step`` mm along the normal from ``origin`` (negative
+    steps allowed). GridFrameOffsetVector is written relative (first value 0) or
+    absolute (first value = origin . normal). The returned dict holds
+    ``world(k, r, c)`` (the DICOM formula) and ``stored * scaling`` in Gy.
+    """
+    dose_gy = np.asarray(dose_gy, dtype=np.float64)
+    n, rows, cols = dose_gy.shape
+    iop = np.asarray(orientation, float)
+    normal = np.cross(iop[:3], iop[3:])
+    maxval = (1 << bits) - 1
+    scaling = scaling or max(float(dose_gy.max()), 1e-6) / (maxval * 0.9)
+    stored = np.round(dose_gy / scaling).astype(np.uint32 if bits == 32 else np.uint16)
+    offsets = np.arange(n) * frame_step
+    if absolute_offsets:
+        offsets = offsets + float(np.asarray(origin, float) @ normal)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    sop = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = RTDOSE_SOP
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RTDOSE_SOP, sop, "RTDOSE"
+    ds.PatientID, ds.PatientName = patient_id, "Dose^Test"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.78"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.ImagePositionPatient = [float(v) for v in origin]
+    ds.ImageOrientationPatient = [float(v) for v in iop]
+    ds.PixelSpacing = [float(v) for v in pixel_spacing]
+    ds.GridFrameOffsetVector = [float(v) for v in offsets]
+    ds.FrameIncrementPointer = 0x3004000C
+    ds.NumberOfFrames = n
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = units, "PHYSICAL", summation_type
+    ds.DoseGridScaling = f"{scaling:.10g}"
+    scaling = float(ds.DoseGridScaling)
+    if plan_uid:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
+        ref.ReferencedSOPInstanceUID = plan_uid
+        if beam_numbers:
+            fg = Dataset()
+            fg.ReferencedFractionGroupNumber = 1
+            items = []
+            for b in beam_numbers:
+                item = Dataset()
+                item.ReferencedBeamNumber = int(b)
+                items.append(item)
+            fg.ReferencedBeamSequence = items
+            ref.ReferencedFractionGroupSequence = [fg]
+        ds.ReferencedRTPlanSequence = [ref]
+    ds.PixelData = stored.tobytes()
+    _save(ds, Path(path))
+    p0 = np.asarray(origin, float)
+    ps = np.asarray(pixel_spacing, float)
+
+    def world(k, r, c):
+        return p0 + np.multiply.outer(k * frame_step, normal) + np.multiply.outer(r * ps[0], iop[3:]) + np.multiply.outer(c * ps[1], iop[:3])
+
+    return {"path": Path(path), "gy": stored.astype(np.float64) * scaling, "scaling": scaling,
+            "world": world, "sop_instance_uid": sop, "normal": normal}
