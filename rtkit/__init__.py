@@ -29,9 +29,11 @@ from .io import (
     load,
     read_dose,
     read_image,
+    read_plan,
     read_structures,
     scan,
 )
+from .plan import Beam, ControlPoint, DoseReference, FractionGroup, Plan
 from .structures import Contour, Structure, StructureSet
 
 __version__ = "0.1.0.dev0"
@@ -40,10 +42,14 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "AmbiguousCaseError",
+    "Beam",
     "Case",
     "Contour",
+    "ControlPoint",
     "DicomReadError",
     "Dose",
+    "DoseReference",
+    "FractionGroup",
     "FrameOfReferenceError",
     "GeometryError",
     "Grid",
@@ -52,6 +58,7 @@ __all__ = [
     "MetricError",
     "MissingDependencyError",
     "Patient",
+    "Plan",
     "RTKitError",
     "RTKitWarning",
     "RegistrationError",
@@ -64,6 +71,7 @@ __all__ = [
     "load",
     "read_dose",
     "read_image",
+    "read_plan",
     "read_structures",
     "scan",
     "sum_doses",

@@ -22,6 +22,7 @@ _EPILOG = """\
 examples:
   rtkit info /data/patients            list patients, studies, series and RT links
   rtkit info /data/patients --cases    also show the cases rtkit.load would build
+  rtkit info RP.dcm                    one-screen plan summary (beams, MU, angles, arcs, Rx)
   rtkit demo                           write the built-in synthetic case and summarise it
   rtkit demo --out demo_case           ... into a folder of your choice
   rtkit masks demo_case --out masks    ROI masks and the CT as NIfTI (needs rtkit[nifti])
@@ -37,6 +38,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     index = scan(args.path, progress=args.progress)
     _out(index.summary())
+    plans = [i for s in index.series if s.modality == "RTPLAN" for i in s.instances]
+    if plans and (args.plans or len(plans) == 1):
+        from .io.rtplan import read_plan
+
+        for inst in plans:
+            _out("")
+            try:
+                _out(read_plan(inst.path).summary())
+            except RTKitError as exc:
+                _out(f"{inst.path}: {exc}")
     if args.cases:
         cases = index.cases()
         _out(f"\n{len(cases)} case(s):")
@@ -139,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", type=Path, help="folder or file to scan")
     p.add_argument("--cases", action="store_true", help="also print the linked cases")
+    p.add_argument("--plans", action="store_true",
+                   help="print a summary of every RT Plan (automatic when there is only one)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="list skipped files")
     p.set_defaults(func=_cmd_info)

@@ -583,24 +583,27 @@ class Plan:
         title = self.label or self.name or "(no label)"
         if self.name and self.name != title:
             title += f" ({self.name})"
-        lines = [f"{kind} {title}: {len(self.beams)} beams, {self._rx_text()}"]
-        header = (
-            f"  {'#':>3}  {'name':<14} {'type':<7} {'radiation':<9} {'energy':<15} "
-            f"{'MU':>9}  {'gantry':<18} {'coll':>6} {'couch':>6} {'CPs':>4}"
-        )
-        lines.append(header)
-        for b in self.beams:
-            name = (b.name or "")[:14]
-            flag = "  setup" if b.is_setup else ""
-            lines.append(
-                f"  {b.number:>3}  {name:<14} {b.type.value:<7} {(b.radiation_type or '-'):<9} "
-                f"{b._energy_text():<15} {b._mu_text():>9}  {b._gantry_text():<18} "
-                f"{_fmt_angle(b.collimator_angle):>6} {_fmt_angle(b.couch_angle):>6} "
-                f"{len(b.control_points):>4}{flag}"
+        nb = len(self.beams)
+        lines = [f"{kind} {title}: {nb} beam{'' if nb == 1 else 's'}, {self._rx_text()}"]
+        cols = ("#", "name", "type", "radiation", "energy", "MU", "gantry", "coll", "couch", "CPs")
+        right = {"#", "MU", "coll", "couch", "CPs"}
+        rows = [self._beam_row(b) for b in self.beams]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+
+        def fmt(cells: tuple[str, ...]) -> str:
+            return "  " + "  ".join(
+                c.rjust(w) if name in right else c.ljust(w)
+                for c, w, name in zip(cells, widths, cols, strict=True)
             )
+
+        lines.append(fmt(cols).rstrip())
+        for b, r in zip(self.beams, rows, strict=True):
+            lines.append((fmt(r) + ("  setup" if b.is_setup else "")).rstrip())
         total = self.total_monitor_units
         if total is not None and len(self.fraction_groups) <= 1:
-            lines.append(f"  total {_num(total)} MU per fraction (treatment beams)")
+            units = {b.primary_dosimeter_unit or "MU" for b in self.treatment_beams}
+            unit = units.pop() if len(units) == 1 else "MU"
+            lines.append(f"  total {_num(total)} {unit} per fraction (treatment beams)")
         if len(self.fraction_groups) > 1:
             lines.append("  fraction groups:")
             for fg in self.fraction_groups:
@@ -615,14 +618,17 @@ class Plan:
             lines.append(f"  note: {n}")
         return "\n".join(lines)
 
+    @staticmethod
+    def _beam_row(b: Beam) -> tuple[str, ...]:
+        return (
+            str(b.number), (b.name or "")[:20], b.type.value, b.radiation_type or "-",
+            b._energy_text(), b._mu_text(), b._gantry_text(), _fmt_angle(b.collimator_angle),
+            _fmt_angle(b.couch_angle), str(len(b.control_points)),
+        )
+
     def _repr_html_(self) -> str:
         cols = ("#", "name", "type", "radiation", "energy", "MU", "gantry", "coll", "couch", "CPs", "setup")
-        rows = [
-            (b.number, b.name or "", b.type.value, b.radiation_type or "", b._energy_text(),
-             b._mu_text(), b._gantry_text(), _fmt_angle(b.collimator_angle),
-             _fmt_angle(b.couch_angle), len(b.control_points), "yes" if b.is_setup else "")
-            for b in self.beams
-        ]
+        rows = [self._beam_row(b) + ("yes" if b.is_setup else "",) for b in self.beams]
         head = "".join(f"<th>{c}</th>" for c in cols)
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows

@@ -26,7 +26,7 @@ def test_load_synthetic_case_links_every_object(demo):
     uids = {f.name: pydicom.dcmread(f).SOPInstanceUID for f in demo.iterdir() if not f.name.startswith("CT")}
     assert case.structures.sop_instance_uid == uids["RS.dcm"]
     assert case.structures.names == ["BODY", "Lung_L", "Lung_R", "Spine", "PTV"]
-    assert case.plan.SOPInstanceUID == uids["RP.dcm"]
+    assert case.plan.sop_instance_uid == uids["RP.dcm"] and case.plan.label == "DEMO_4F"
     assert case.dose.meta["sop_instance_uid"] == uids["RD.dcm"]
     assert [d.meta["sop_instance_uid"] for d in case.doses] == [uids["RD.dcm"]]
     assert case.dose is case.doses[0] and case.dose.summation_type == "PLAN"
@@ -85,7 +85,7 @@ def test_two_patients_are_ambiguous(tmp_path):
     cases = rtkit.scan(root).cases()
     assert sorted(c.patient_id for c in cases) == ["P1", "P2"]
     for c in cases:  # each case keeps its own objects
-        assert c.plan.PatientID == c.patient_id == pydicom.dcmread(c.structures.path).PatientID
+        assert c.plan.patient_id == c.patient_id == pydicom.dcmread(c.structures.path).PatientID
 
 
 def test_two_cts_without_rt_objects_are_ambiguous(tmp_path):
@@ -120,8 +120,8 @@ def test_several_planning_cts_split_their_objects(tmp_path):
     for c in cases:
         ct_series = c.ct_series.series_instance_uid
         assert c.structures.referenced_series_uid == ct_series
-        assert c.plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == c.structures.sop_instance_uid
-        assert c.dose.referenced_plan_uid == c.plan.SOPInstanceUID
+        assert c.plan.referenced_structure_set_uid == c.structures.sop_instance_uid
+        assert c.dose.referenced_plan_uid == c.plan.sop_instance_uid
 
 
 def test_frame_of_reference_mismatch_is_noted(tmp_path):

@@ -101,3 +101,13 @@ def test_masks_writes_nifti_per_roi(tmp_path, capsys):
     assert main(["masks", str(case), "--out", str(out), "--overwrite", "--names", "ptv", "--fractional"]) == 0
     frac = np.asarray(nib.load(str(out / "PTV.nii.gz")).dataobj)
     assert frac.dtype == np.float32 and 0 < frac.max() <= 1
+
+
+def test_info_prints_the_plan_summary(data_dir, capsys):
+    path = data_dir / "dicompyler-core/rtplan.dcm"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    ds = pydicom.dcmread(path)
+    for beam in ds.BeamSequence:
+        assert beam.BeamName in out
+    assert "Rx 14 Gy in 7 fx" in out

@@ -32,9 +32,11 @@ from pydicom.dataset import Dataset
 from ..dose import Dose, sum_doses
 from ..errors import AmbiguousCaseError, warn
 from ..image import Image
+from ..plan import Plan
 from ..structures import StructureSet
 from ._dicom import Instance, open_dataset
 from .rtdose import dose_from_instance
+from .rtplan import plan_from_dataset
 from .rtstruct import structures_from_dataset
 from .scan import Index, Patient, Series, scan
 from .series import layout_frames, series_image
@@ -152,11 +154,11 @@ class Case:
         inst = self._structure_instance
         return structures_from_dataset(self._dataset(inst), inst.path) if inst else None
 
-    @property
-    def plan(self) -> Any:
-        """The case's RT (Ion) Plan (pydicom Dataset until the plan reader lands), or None."""
+    @cached_property
+    def plan(self) -> Plan | None:
+        """The case's RT (Ion) Plan (see :func:`rtkit.read_plan`), or None."""
         inst = self._plan_instance
-        return self._dataset(inst) if inst else None
+        return plan_from_dataset(self._dataset(inst), inst.path) if inst else None
 
     @cached_property
     def doses(self) -> list[Dose]:
@@ -168,13 +170,8 @@ class Case:
 
     def _plan_beam_numbers(self) -> set[int]:
         """Treatment beam numbers of the case's plan (setup fields excluded)."""
-        inst = self._plan_instance
-        if inst is None:
-            return set()
-        ds = self._dataset(inst)
-        beams = list(ds.get("BeamSequence") or ds.get("IonBeamSequence") or [])
-        return {int(b.BeamNumber) for b in beams
-                if "BeamNumber" in b and str(b.get("TreatmentDeliveryType", "TREATMENT")).upper() != "SETUP"}
+        plan = self.plan
+        return set() if plan is None else {b.number for b in plan.treatment_beams}
 
     @cached_property
     def dose(self) -> Dose | None:
