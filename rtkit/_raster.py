@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["centers_inside", "coverage"]
+__all__ = ["centers_inside", "centers_inside_stack", "coverage"]
 
 
 def _segments(rings: Sequence[NDArray[np.float64]]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -131,10 +131,29 @@ def centers_inside(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int])
         edge counts as inside on the edge's left and outside on its right
         (half-open convention), so that adjacent regions never share a pixel.
     """
+    return centers_inside_stack([rings], shape)[0]
+
+
+def centers_inside_stack(
+    rings_per_slice: Sequence[Sequence[NDArray[np.float64]]], shape: tuple[int, int]
+) -> NDArray[np.bool_]:
+    """:func:`centers_inside` for several slices at once, shape ``(len(rings_per_slice), R, C)``.
+
+    One vectorised pass over every edge of every slice: the per-slice work
+    is a few array operations instead of a Python call per slice.
+    """
     R, C = shape
-    p0, p1 = _segments(rings)
-    if len(p0) == 0 or R == 0 or C == 0:
-        return np.zeros(shape, dtype=bool)
+    J = len(rings_per_slice)
+    starts, ends, owner = [], [], []
+    for j, rings in enumerate(rings_per_slice):
+        p0, p1 = _segments(rings)
+        if len(p0):
+            starts.append(p0)
+            ends.append(p1)
+            owner.append(np.full(len(p0), j, dtype=np.intp))
+    if not starts or R == 0 or C == 0:
+        return np.zeros((J, R, C), dtype=bool)
+    p0, p1, owner_a = np.concatenate(starts), np.concatenate(ends), np.concatenate(owner)
     y0, y1 = p0[:, 0], p1[:, 0]
     ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
     # rows r whose centre y = r lies in [ylo, yhi): r from ceil(ylo) to ceil(yhi) - 1
@@ -143,12 +162,13 @@ def centers_inside(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int])
     n = np.maximum(r1 - r0 + 1, 0).astype(np.intp)
     total = int(n.sum())
     if total == 0:
-        return np.zeros(shape, dtype=bool)
+        return np.zeros((J, R, C), dtype=bool)
     seg = np.repeat(np.arange(len(p0)), n)
     rows = (r0[seg] + (np.arange(total) - np.repeat(np.cumsum(n) - n, n))).astype(np.intp)
     t = (rows - y0[seg]) / (y1[seg] - y0[seg])
     x = p0[seg, 1] + t * (p1[seg, 1] - p0[seg, 1])
     # first column whose centre lies strictly right of the crossing
     first = np.clip(np.floor(x).astype(np.intp) + 1, 0, C)
-    toggles = np.bincount(rows * (C + 1) + first, minlength=R * (C + 1)).reshape(R, C + 1)
-    return (np.cumsum(toggles, axis=1)[:, :C] & 1).astype(bool)
+    flat = (owner_a[seg] * R + rows) * (C + 1) + first
+    toggles = np.bincount(flat, minlength=J * R * (C + 1)).reshape(J * R, C + 1)
+    return (np.cumsum(toggles, axis=1)[:, :C] & 1).astype(bool).reshape(J, R, C)

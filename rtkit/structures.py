@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
-from ._raster import centers_inside, coverage
+from ._raster import centers_inside_stack, coverage
 from .errors import FrameOfReferenceError, GeometryError, warn
 from .geometry import Grid
 
@@ -99,7 +99,10 @@ class _Plane:
     hi: float = 0.0
 
     def rings(self) -> list[NDArray[np.float64]]:
-        """Rings (u, v) of the region, exteriors and holes oppositely oriented."""
+        """Rings (u, v) of the region, exteriors and holes oppositely oriented (computed once)."""
+        cached = self.__dict__.get("_rings")
+        if cached is not None:
+            return cached
         out = []
         for poly in shapely.get_parts(self.region):
             if not isinstance(poly, Polygon) or poly.is_empty:
@@ -107,6 +110,7 @@ class _Plane:
             poly = orient(poly, 1.0)
             out.append(np.asarray(poly.exterior.coords))
             out.extend(np.asarray(r.coords) for r in poly.interiors)
+        self.__dict__["_rings"] = out
         return out
 
 
@@ -445,27 +449,45 @@ class Structure:
     def _mask_parallel(self, grid: Grid, stack: _Stack, origin: tuple[int, int, int],
                        sub: NDArray, fractional: bool) -> None:
         a = grid.affine
-        thick = abs(a[:3, 0] @ stack.normal)
+        step = a[:3, 0]
+        thick = abs(step @ stack.normal)
+        # Without shear, a plane's polygons project onto every slice at the same (row, col).
+        sheared = np.linalg.norm(step - (step @ stack.normal) * stack.normal) > 1e-9 * np.linalg.norm(step)
         lo, hi = stack.lo, stack.hi
         shape2 = sub.shape[1:]
-        for j in range(sub.shape[0]):
-            k = origin[0] + j
-            t = float((a[:3, 3] + k * a[:3, 0]) @ stack.normal)
-            if not fractional:
+        cache: dict[int, list[NDArray[np.float64]]] = {}
+
+        def rings(i: int, t: float) -> list[NDArray[np.float64]]:
+            if sheared:
+                return self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
+            if i not in cache:
+                cache[i] = self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
+            return cache[i]
+
+        ts = [(j, float((a[:3, 3] + (origin[0] + j) * step) @ stack.normal)) for j in range(sub.shape[0])]
+        if not fractional:
+            per_slice = []
+            for _, t in ts:
                 i = int(np.searchsorted(lo, t, side="right")) - 1
-                if i >= 0 and t < hi[i]:
-                    rings = self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
-                    sub[j] = centers_inside(rings, shape2)
-                continue
-            a0, a1 = t - thick / 2.0, t + thick / 2.0
-            overlap = np.minimum(hi, a1) - np.maximum(lo, a0)
+                per_slice.append(rings(i, t) if i >= 0 and t < hi[i] else [])
+            sub[...] = centers_inside_stack(per_slice, shape2)
+            return
+        tiny = 1e-9 * thick
+        for j, t in ts:
+            overlap = np.minimum(hi, t + thick / 2.0) - np.maximum(lo, t - thick / 2.0)
             acc = None
-            for i in np.flatnonzero(overlap > 0):
-                rings = self._rings_on_slice(grid, stack, stack.planes[i], t, origin)
-                cov = coverage(rings, shape2) * (overlap[i] / thick)
-                acc = cov if acc is None else acc + cov
+            for i in np.flatnonzero(overlap > tiny):
+                cov = coverage(rings(int(i), t), shape2)
+                w = overlap[i] / thick
+                if w < 1.0 - 1e-12:
+                    cov *= w
+                if acc is None:
+                    acc = cov
+                else:
+                    acc += cov
             if acc is not None:
-                sub[j] = np.minimum(acc, 1.0)
+                np.minimum(acc, 1.0, out=acc)
+                sub[j] = acc
 
     def _mask_oblique(self, grid: Grid, stack: _Stack, origin: tuple[int, int, int],
                       sub: NDArray, fractional: bool) -> None:
