@@ -170,5 +170,6 @@ def centers_inside_stack(
     # first column whose centre lies strictly right of the crossing
     first = np.clip(np.floor(x).astype(np.intp) + 1, 0, C)
     flat = (owner_a[seg] * R + rows) * (C + 1) + first
-    toggles = np.bincount(flat, minlength=J * R * (C + 1)).reshape(J * R, C + 1)
-    return (np.cumsum(toggles, axis=1)[:, :C] & 1).astype(bool).reshape(J, R, C)
+    toggles = (np.bincount(flat, minlength=J * R * (C + 1)) & 1).astype(np.uint8).reshape(J * R, C + 1)
+    inside = np.bitwise_xor.accumulate(toggles, axis=1)[:, :C]
+    return inside.view(bool).reshape(J, R, C)
