@@ -210,3 +210,20 @@ def test_topas_dose_frame_differs_from_ct(data_dir):
         dose.resample(ct.grid)
     with pytest.raises(rtkit.FrameOfReferenceError):
         rtkit.sum_doses([dose], grid=ct.grid)
+
+
+def test_three_beams_on_one_grid_and_a_fourth_shifted():
+    """The acceptance case: exact on the shared grid; the shifted one adds only trilinear error,
+    which is zero for a linear dose (float32 rounding remains, < 1e-5 Gy here)."""
+    shifted = Grid.from_spacing((9, 10, 11), (2.5, 2.0, 2.0), origin=(-10.9, -9.6, -10.3), frame_of_reference_uid="1.2.3")
+    coefs = [(0.01, 0.02, -0.01), (0.0, -0.01, 0.02), (0.02, 0.0, 0.0), (-0.01, 0.01, 0.01)]
+    consts = [1.0, 0.5, 0.8, 0.6]
+    same = [_linear(GRID, c, k) for c, k in zip(coefs[:3], consts[:3], strict=True)]
+    three = rtkit.sum_doses(same)
+    np.testing.assert_allclose(three.array, GRID.centers() @ np.sum(coefs[:3], axis=0) + sum(consts[:3]), atol=1e-6)
+    four = rtkit.sum_doses([*same, _linear(shifted, coefs[3], consts[3])])
+    centers = GRID.centers()
+    inside = shifted.contains(centers)  # the shifted dose covers part of GRID only; 0 Gy beyond
+    expected = centers @ np.sum(coefs[:3], axis=0) + sum(consts[:3])
+    expected = expected + np.where(inside, centers @ np.asarray(coefs[3]) + consts[3], 0.0)
+    np.testing.assert_allclose(four.array, expected, atol=1e-5)
