@@ -159,6 +159,23 @@ def open_dataset(
     return ds
 
 
+def read_object(path: str | os.PathLike[str], what: str, *, headers_only: bool) -> Dataset:
+    """Read one DICOM file that must be DICOM (``what`` names the expected object for messages).
+
+    Raises
+    ------
+    DicomReadError
+        The file is not DICOM, or cannot be parsed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DicomReadError(f"{p}: no such file")
+    try:
+        return open_dataset(p, headers_only=headers_only)
+    except NotDicomError as exc:
+        raise DicomReadError(f"{p}: not a DICOM file; expected {what}") from exc
+
+
 # --------------------------------------------------------------------- records
 # Header values are read straight from pydicom's raw (not yet converted) elements
 # where they are plain ASCII text or a binary US; that avoids pydicom's per-value

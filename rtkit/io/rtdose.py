@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from .. import config
 from ..dose import Dose
 from ..errors import DicomReadError, warn
-from ._dicom import _float, _seq, _str, decode_pixels, make_instance, open_dataset
+from ._dicom import _float, _seq, _str, decode_pixels, make_instance, open_dataset, read_object
 from .series import layout_frames
 
 __all__ = ["read_dose", "dose_from_instance"]
@@ -139,10 +139,5 @@ def read_dose(path: str | os.PathLike[str]) -> Dose:
         Missing or inconsistent geometry.
     """
     p = Path(path)
-    try:
-        ds = open_dataset(p, headers_only=True)
-    except DicomReadError:
-        raise
-    except Exception as exc:  # NotDicomError
-        raise DicomReadError(f"{p}: not a DICOM file") from exc
+    ds = read_object(p, "an RT Dose", headers_only=True)
     return dose_from_instance(ds, p)

@@ -37,7 +37,7 @@ from ._dicom import (
     _raw,
     _seq,
     _str,
-    open_dataset,
+    read_object,
     resolve_modality,
 )
 
@@ -512,10 +512,5 @@ def read_plan(path: str | os.PathLike[str] | Dataset, *, allow_truncated: bool =
             allow_truncated=allow_truncated,
         )
     p = Path(path)
-    try:
-        ds = open_dataset(p, headers_only=False)
-    except DicomReadError:
-        raise
-    except Exception as exc:  # NotDicomError
-        raise DicomReadError(f"{p}: not a DICOM file; read_plan needs an RT Plan file") from exc
+    ds = read_object(p, "an RT Plan", headers_only=False)
     return plan_from_dataset(ds, p, allow_truncated=allow_truncated)

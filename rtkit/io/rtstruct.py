@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import DicomReadError, warn
 from ..structures import Contour, Structure, StructureSet, default_color
-from ._dicom import _SLOW, _int, _raw, _seq, _str, open_dataset, resolve_modality
+from ._dicom import _SLOW, _int, _raw, _seq, _str, read_object, resolve_modality
 
 __all__ = ["read_structures"]
 
@@ -142,10 +142,5 @@ def read_structures(path: str | os.PathLike[str] | Dataset) -> StructureSet:
     if isinstance(path, Dataset):
         return structures_from_dataset(path, getattr(path, "filename", None) and Path(path.filename))
     p = Path(path)
-    try:
-        ds = open_dataset(p, headers_only=False)
-    except DicomReadError:
-        raise
-    except Exception as exc:  # NotDicomError
-        raise DicomReadError(f"{p}: not a DICOM file") from exc
+    ds = read_object(p, "an RT Structure Set", headers_only=False)
     return structures_from_dataset(ds, p)
