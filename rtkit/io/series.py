@@ -111,23 +111,22 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
                 "without it the slice cannot be placed in patient coordinates."
             )
 
-    # --- consistency across frames
-    def check_same(label: str, values: list, close: Callable[[object, object], bool]) -> None:
+    # --- consistency across frames (vectorised: a multi-frame file repeats one value per frame)
+    def check_same(label: str, values: np.ndarray, rtol: float, atol: float) -> None:
         ref = values[0]
-        bad = [i for i, v in enumerate(values) if not close(v, ref)]
-        if bad:
+        ok = np.all(np.abs(values - ref) <= atol + rtol * np.abs(ref), axis=tuple(range(1, values.ndim)))
+        bad = np.flatnonzero(~ok)
+        if bad.size:
             inst, k, _ = frames[bad[0]]
             raise GeometryError(
-                f"{what}: mixed {label}: {ref} in {_describe(frames[0][0], frames[0][1])} but "
-                f"{values[bad[0]]} in {_describe(inst, k)} ({len(bad)} of {len(values)} frames differ). "
-                "The folder probably mixes several series; pass the files of one series."
+                f"{what}: mixed {label}: {tuple(ref.tolist())} in {_describe(frames[0][0], frames[0][1])} but "
+                f"{tuple(values[bad[0]].tolist())} in {_describe(inst, k)} ({bad.size} of {len(values)} frames "
+                "differ). The folder probably mixes several series; pass the files of one series."
             )
 
-    check_same("image sizes (rows, columns)", [(i.rows, i.columns) for i, _, _ in frames], lambda a, b: a == b)
-    check_same("orientations (ImageOrientationPatient)", [fg.orientation for _, _, fg in frames],
-               lambda a, b: np.allclose(a, b, atol=1e-4))
-    check_same("pixel spacings", [fg.pixel_spacing for _, _, fg in frames],
-               lambda a, b: np.allclose(a, b, rtol=1e-4, atol=1e-6))
+    check_same("image sizes (rows, columns)", np.array([(i.rows, i.columns) for i, _, _ in frames], float), 0.0, 0.0)
+    check_same("orientations (ImageOrientationPatient)", np.array([fg.orientation for _, _, fg in frames], float), 0.0, 1e-4)
+    check_same("pixel spacings", np.array([fg.pixel_spacing for _, _, fg in frames], float), 1e-4, 1e-6)
 
     first = frames[0]
     iop = np.asarray(first[2].orientation, dtype=np.float64)
