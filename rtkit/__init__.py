@@ -7,6 +7,7 @@ import logging as _logging
 
 from . import config, datasets
 from .dose import Dose, sum_doses
+from .dvh import DVH, DVHSet, dvh, dvhs
 from .errors import (
     AmbiguousCaseError,
     DicomReadError,
@@ -47,6 +48,8 @@ __all__ = [
     "Contour",
     "ControlPoint",
     "DicomReadError",
+    "DVH",
+    "DVHSet",
     "Dose",
     "DoseReference",
     "FractionGroup",
@@ -68,6 +71,8 @@ __all__ = [
     "Study",
     "config",
     "datasets",
+    "dvh",
+    "dvhs",
     "load",
     "read_dose",
     "read_image",

@@ -352,6 +352,35 @@ class Structure:
         """Unit normal (LPS) of the contour planes, or None if empty."""
         return None if self._stack is None else self._stack.normal.copy()
 
+    def contains(self, points_lps: ArrayLike) -> NDArray[np.bool_]:
+        """Whether points lie inside the slab solid.
+
+        Parameters
+        ----------
+        points_lps : array_like, shape (..., 3)
+            LPS coordinates (mm) in the structure's frame of reference.
+
+        Returns
+        -------
+        ndarray of bool, shape (...)
+        """
+        pts = np.asarray(points_lps, dtype=np.float64)
+        flat = pts.reshape(-1, 3)
+        out = np.zeros(len(flat), dtype=bool)
+        stack = self._stack
+        if stack is None or not len(flat):
+            return out.reshape(pts.shape[:-1])
+        lo, hi = stack.lo, stack.hi
+        t = flat @ stack.normal
+        which = np.searchsorted(lo, t, side="right") - 1
+        ok = (which >= 0) & (t < hi[np.clip(which, 0, None)])
+        for i in np.unique(which[ok]):
+            sel = np.flatnonzero(ok & (which == i))
+            region = stack.planes[i].region
+            shapely.prepare(region)
+            out[sel] = shapely.contains_xy(region, flat[sel] @ stack.e1, flat[sel] @ stack.e2)
+        return out.reshape(pts.shape[:-1])
+
     # ---------------------------------------------------------------- masks
     def _check_frame(self, grid: Grid) -> None:
         a, b = self.frame_of_reference_uid, grid.frame_of_reference_uid

@@ -1,0 +1,562 @@
+"""Dose-volume histograms and their metrics.
+
+A :class:`DVH` holds the cumulative curve of one structure: for each dose
+``d`` (Gy), the volume (cm3) receiving at least ``d``.  Metrics follow AAPM
+TG-263 notation: ``D95%``, ``D0.03cc``, ``D2cc``, ``V20Gy`` (cm3),
+``V20Gy[%]``, ``Dmean``, ``Dmax``, ``Dmin``, with an optional output unit in
+brackets (``[Gy]``, ``[cGy]``, ``[%]``, ``[cc]``).  Doses "in %" are percent
+of the prescription.
+
+Interpolation: ``volume_at`` interpolates the cumulative curve linearly
+between bin edges; ``dose_at`` inverts it the same way (never the nearest
+bin).
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._atomic import atomic_path
+from ._optional import require
+from .errors import MetricError, warn
+
+__all__ = ["DVH", "DVHSet", "dvh", "dvhs", "parse_metric"]
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMS = (
+    "Dmean, Dmax, Dmin, D<v>% (e.g. D95%), D<v>cc (e.g. D0.03cc, D2cc), V<d>Gy (cc, e.g. V20Gy), "
+    "V<d>cGy, V<d>% (dose in % of the prescription); optional output unit suffix "
+    "[Gy], [cGy], [%] for doses (% of prescription), [cc], [%] for volumes, e.g. V20Gy[%], D95%[cGy]"
+)
+
+_METRIC = re.compile(
+    r"""^\s*(?:
+        (?P<stat>D(?:mean|max|min))
+      | D(?P<dvol>\d+(?:\.\d+)?)(?P<dvunit>%|cc)
+      | V(?P<vdose>\d+(?:\.\d+)?)(?P<vdunit>Gy|cGy|%)
+    )\s*(?:\[(?P<out>Gy|cGy|%|cc)\])?\s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+def parse_metric(metric: str) -> dict[str, Any]:
+    """Parse a TG-263 metric string.
+
+    Returns
+    -------
+    dict
+        ``{"kind": "D"|"V"|"stat", ...}`` with the numbers and units.
+
+    Raises
+    ------
+    MetricError
+        The string is not one of the accepted forms (listed in the message).
+    """
+    m = _METRIC.match(metric) if isinstance(metric, str) else None
+    if m is None:
+        raise MetricError(f"unknown DVH metric {metric!r}; accepted forms: {ACCEPTED_FORMS}")
+    out = m.group("out")
+    if m.group("stat"):
+        stat = m.group("stat").lower()
+        if out == "cc":
+            raise MetricError(f"{metric!r}: {stat} is a dose; [cc] is a volume unit")
+        return {"kind": "stat", "stat": stat[1:], "out": out or "Gy"}
+    if m.group("dvol"):
+        if out == "cc":
+            raise MetricError(f"{metric!r}: D-metrics are doses; use [Gy], [cGy] or [%]")
+        unit = m.group("dvunit").lower()
+        return {"kind": "D", "volume": float(m.group("dvol")), "volume_unit": "%" if unit == "%" else "cc",
+                "out": out or "Gy"}
+    if out in ("Gy", "cGy"):
+        raise MetricError(f"{metric!r}: V-metrics are volumes; use [cc] or [%]")
+    unit = m.group("vdunit")
+    unit = {"gy": "Gy", "cgy": "cGy", "%": "%"}[unit.lower()]
+    return {"kind": "V", "dose": float(m.group("vdose")), "dose_unit": unit, "out": out or "cc"}
+
+
+class DVH:
+    """The cumulative dose-volume histogram of one structure.
+
+    Build it with :func:`rtkit.dvh`, :meth:`from_samples` or
+    :meth:`from_dicom`.
+
+    Parameters
+    ----------
+    doses : array_like, shape (n,)
+        Increasing dose bin edges (Gy), starting at 0.
+    volumes : array_like, shape (n,)
+        Cumulative volume (cm3) receiving at least each dose; non-increasing.
+    name : str, optional
+    mean, min, max : float, optional
+        Exact figures (Gy) when known; otherwise derived from the curve.
+    outside_volume_cc : float
+        Volume of the structure outside the dose grid (counted at 0 Gy).
+    prescription_gy : float, optional
+        For metrics in % of prescription.
+    """
+
+    def __init__(
+        self,
+        doses: ArrayLike,
+        volumes: ArrayLike,
+        *,
+        name: str | None = None,
+        mean: float | None = None,
+        min: float | None = None,  # noqa: A002 - DESIGN attribute names
+        max: float | None = None,  # noqa: A002
+        outside_volume_cc: float = 0.0,
+        prescription_gy: float | None = None,
+    ) -> None:
+        d = np.asarray(doses, dtype=np.float64).ravel()
+        v = np.asarray(volumes, dtype=np.float64).ravel()
+        if d.shape != v.shape:
+            raise ValueError(f"doses and volumes differ in length ({d.size} vs {v.size})")
+        self.doses = d
+        self.volumes = v
+        self.name = name
+        self.outside_volume_cc = float(outside_volume_cc)
+        self.prescription_gy = prescription_gy
+        self._mean, self._min, self._max = mean, min, max
+
+    # ------------------------------------------------------------ builders
+    @classmethod
+    def from_samples(
+        cls,
+        doses: ArrayLike,
+        weights_cc: ArrayLike,
+        *,
+        bin_width: float | None = None,
+        name: str | None = None,
+        outside_volume_cc: float = 0.0,
+        prescription_gy: float | None = None,
+        min: float | None = None,  # noqa: A002
+        max: float | None = None,  # noqa: A002
+        spread: ArrayLike | None = None,
+    ) -> DVH:
+        """A DVH from dose samples (Gy) and the volume (cm3) each stands for.
+
+        With ``spread`` (half-widths, Gy), each sample's volume is spread
+        uniformly over ``[dose - spread, dose + spread]`` (the dose range over
+        its voxel in a locally linear field) instead of sitting at one dose.
+
+        The cumulative curve is exact at bin edges of ``bin_width`` Gy
+        (default: 1/2000 of the maximum dose, at most 0.01 Gy) and linear in
+        between; mean, min and max are exact over the samples (min/max may be
+        overridden with values taken over the structure's surface).
+        """
+        d = np.asarray(doses, dtype=np.float64).ravel()
+        w = np.asarray(weights_cc, dtype=np.float64).ravel()
+        keep = w > 0
+        d, w = d[keep], w[keep]
+        if d.size == 0:
+            return cls([0.0], [0.0], name=name, outside_volume_cc=outside_volume_cc,
+                       prescription_gy=prescription_gy)
+        dmax = float(d.max())
+        if spread is not None:
+            half = np.asarray(spread, dtype=np.float64).ravel()[keep]
+            dmax = float(np.max(d + half))
+        width = bin_width or min_width(dmax)
+        nbins = builtins.max(1, int(math.ceil(dmax / width)) + 1)
+        edges = np.arange(nbins + 1) * width
+        if spread is None:
+            hist = np.bincount(np.minimum((d / width).astype(np.int64), nbins - 1), weights=w, minlength=nbins)
+            # volume receiving >= edge[i]: the samples in bins i.. (a sample exactly on an edge counts above it)
+            cum = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])
+        else:
+            cum = _spread_cumulative(d, w, half, edges)
+        total = float(w.sum())
+        mean = float(np.dot(d, w) / total)
+        inside = cls(edges, cum, name=name, mean=mean,
+                     min=float(d.min()) if min is None else min, max=dmax if max is None else max,
+                     outside_volume_cc=outside_volume_cc, prescription_gy=prescription_gy)
+        if outside_volume_cc > 0:
+            inside.volumes[0] += outside_volume_cc
+            inside._mean = mean * total / (total + outside_volume_cc)
+            inside._min = 0.0
+        return inside
+
+    # ------------------------------------------------------------- figures
+    @property
+    def volume_cc(self) -> float:
+        """Total volume (cm3), including any volume outside the dose grid."""
+        return float(self.volumes[0]) if self.volumes.size else 0.0
+
+    @property
+    def is_empty(self) -> bool:
+        return self.volume_cc <= 0
+
+    @property
+    def differential(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``(bin_centres Gy, volume cm3 per bin)`` of the differential DVH."""
+        return 0.5 * (self.doses[1:] + self.doses[:-1]), -np.diff(self.volumes)
+
+    @property
+    def relative_volumes(self) -> NDArray[np.float64]:
+        """The cumulative curve in % of the total volume."""
+        return self.volumes / self.volume_cc * 100.0 if self.volume_cc > 0 else np.zeros_like(self.volumes)
+
+    @property
+    def mean(self) -> float:
+        """Mean dose (Gy)."""
+        if self._mean is not None:
+            return float(self._mean)
+        centres, vol = self.differential
+        return float(np.dot(centres, vol) / vol.sum()) if vol.sum() > 0 else float("nan")
+
+    @property
+    def max(self) -> float:
+        """Maximum dose (Gy)."""
+        if self._max is not None:
+            return float(self._max)
+        nz = np.flatnonzero(self.volumes > 0)
+        return float(self.doses[min(nz[-1] + 1, len(self.doses) - 1)]) if nz.size else float("nan")
+
+    @property
+    def min(self) -> float:
+        """Minimum dose (Gy)."""
+        if self._min is not None:
+            return float(self._min)
+        full = np.flatnonzero(self.volumes >= self.volume_cc)
+        return float(self.doses[full[-1]]) if full.size else 0.0
+
+    def volume_at(self, dose_gy: float, unit: str = "cc") -> float:
+        """Volume receiving at least ``dose_gy`` Gy, in cm3 (``unit="cc"``) or % of the volume."""
+        v = float(np.interp(dose_gy, self.doses, self.volumes, left=self.volume_cc, right=0.0))
+        if unit == "%":
+            return v / self.volume_cc * 100.0 if self.volume_cc > 0 else float("nan")
+        if unit != "cc":
+            raise MetricError(f"volume unit must be 'cc' or '%', got {unit!r}")
+        return v
+
+    def dose_at(self, volume: float, unit: str = "%") -> float:
+        """The minimum dose (Gy) to the hottest ``volume`` (``unit="%"`` of the structure or ``"cc"``)."""
+        if self.is_empty:
+            return float("nan")
+        v = volume / 100.0 * self.volume_cc if unit == "%" else float(volume)
+        if unit not in ("%", "cc"):
+            raise MetricError(f"volume unit must be '%' or 'cc', got {unit!r}")
+        if v <= 0:
+            return self.max
+        if v >= self.volume_cc:
+            return self.min
+        # volumes are non-increasing: interpolate dose against reversed arrays
+        vol, dose = self.volumes[::-1], self.doses[::-1]
+        i = int(np.searchsorted(vol, v, side="left"))
+        i = min(max(i, 1), len(vol) - 1)
+        v0, v1, d0, d1 = vol[i - 1], vol[i], dose[i - 1], dose[i]
+        d = d1 if v1 == v0 else d0 + (v - v0) * (d1 - d0) / (v1 - v0)
+        return float(min(max(d, self.min), self.max))
+
+    # -------------------------------------------------------------- metrics
+    def _dose_out(self, gy: float, out: str, metric: str) -> float:
+        if out == "Gy":
+            return gy
+        if out == "cGy":
+            return gy * 100.0
+        if not self.prescription_gy:
+            raise MetricError(f"{metric!r}: a dose in % needs the prescription (DVH.prescription_gy)")
+        return gy / self.prescription_gy * 100.0
+
+    def metric(self, metric: str) -> float:
+        """Evaluate a TG-263 metric string (see the module docstring)."""
+        p = parse_metric(metric)
+        if p["kind"] == "stat":
+            return self._dose_out(getattr(self, p["stat"]), p["out"], metric)
+        if p["kind"] == "D":
+            return self._dose_out(self.dose_at(p["volume"], p["volume_unit"]), p["out"], metric)
+        dose = p["dose"]
+        if p["dose_unit"] == "cGy":
+            dose /= 100.0
+        elif p["dose_unit"] == "%":
+            if not self.prescription_gy:
+                raise MetricError(f"{metric!r}: a dose in % needs the prescription (DVH.prescription_gy)")
+            dose = dose / 100.0 * self.prescription_gy
+        return self.volume_at(dose, "%" if p["out"] == "%" else "cc")
+
+    def __getitem__(self, metric: str) -> float:
+        return self.metric(metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Figures and the curve as plain Python values."""
+        return {"name": self.name, "volume_cc": self.volume_cc, "min_gy": self.min, "max_gy": self.max,
+                "mean_gy": self.mean, "outside_volume_cc": self.outside_volume_cc,
+                "doses_gy": self.doses.tolist(), "volumes_cc": self.volumes.tolist()}
+
+    def plot(self, ax: Any = None, relative: bool = True, **kwargs: Any) -> Any:
+        """Draw the cumulative curve (needs matplotlib); returns the Axes."""
+        plt = require("matplotlib.pyplot", "plot", "Plotting")
+        ax = ax or plt.gca()
+        y = self.relative_volumes if relative else self.volumes
+        ax.plot(self.doses, y, label=self.name, **kwargs)
+        ax.set_xlabel("Dose (Gy)")
+        ax.set_ylabel("Volume (%)" if relative else "Volume (cm³)")
+        return ax
+
+    def __repr__(self) -> str:
+        if self.is_empty:
+            return f"DVH({self.name!r}, empty)"
+        return (f"DVH({self.name!r}, {self.volume_cc:.3f} cm3, min {self.min:.3f}, mean {self.mean:.3f}, "
+                f"max {self.max:.3f} Gy)")
+
+
+def _spread_cumulative(d: NDArray, w: NDArray, half: NDArray, edges: NDArray) -> NDArray:
+    """V(e) = sum of w * fraction of [d - half, d + half] at or above e, exactly at every edge."""
+    width = edges[1] - edges[0]
+    n = len(edges)
+    point = half <= 0
+    below = np.zeros(n)
+    if point.any():  # no spread: a step just above d
+        k = np.clip(np.floor(d[point] / width).astype(np.int64) + 1, 0, n)
+        below += np.cumsum(np.bincount(k, weights=w[point], minlength=n + 1)[:n])
+    ramp = ~point
+    if ramp.any():
+        dr, wr, hr = d[ramp], w[ramp], half[ramp]
+        c = wr / (2 * hr)
+        # volume below e = sum c * ((e - a)_+ - (e - b)_+) with a = d - half, b = d + half
+        for pos, sign in ((dr - hr, 1.0), (dr + hr, -1.0)):
+            k = np.clip(np.floor(pos / width).astype(np.int64) + 1, 0, n)  # first edge at or above pos
+            inside = k < n
+            kk, cc, pp = k[inside], sign * c[inside], pos[inside]
+            offset = np.bincount(kk, weights=cc * (edges[kk] - pp), minlength=n)
+            slope = np.bincount(kk, weights=cc, minlength=n)
+            s_cum = np.cumsum(slope)
+            below += np.cumsum(offset + width * np.concatenate([[0.0], s_cum[:-1]]))
+    return np.maximum(w.sum() - below, 0.0)
+
+
+def min_width(dmax: float) -> float:
+    """Default bin width (Gy): 1/2000 of the maximum dose, at most 0.01 Gy."""
+    return min(0.01, dmax / 2000.0) if dmax > 0 else 0.01
+
+
+class DVHSet(Mapping[str, DVH]):
+    """DVHs by structure name, with metric tables."""
+
+    def __init__(self, dvhs: Mapping[str, DVH] | Iterable[tuple[str, DVH]]) -> None:
+        self._d = dict(dvhs)
+
+    def __getitem__(self, name: str) -> DVH:
+        if name in self._d:
+            return self._d[name]
+        for k, v in self._d.items():
+            if k.lower() == str(name).lower():
+                return v
+        raise KeyError(f"no DVH for {name!r}; have: {', '.join(self._d)}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def table(self, metrics: Sequence[str]) -> list[dict[str, Any]]:
+        """One row per structure: ``{"structure": name, metric: value, ...}`` (NaN when undefined)."""
+        for m in metrics:
+            parse_metric(m)  # fail early, with the accepted forms
+        rows = []
+        for name, d in self._d.items():
+            row: dict[str, Any] = {"structure": name}
+            for m in metrics:
+                try:
+                    row[m] = d.metric(m)
+                except MetricError:
+                    raise
+                except (ValueError, ZeroDivisionError):
+                    row[m] = float("nan")
+            rows.append(row)
+        return rows
+
+    def to_csv(self, path: str | os.PathLike[str], metrics: Sequence[str] = ("Dmin", "Dmean", "Dmax"),
+               *, overwrite: bool = False) -> Path:
+        """Write :meth:`table` as CSV (atomic; refuses to overwrite unless asked)."""
+        rows = self.table(metrics)
+        with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["structure", *metrics])
+            w.writeheader()
+            w.writerows(rows)
+        return Path(path)
+
+    def to_pandas(self, metrics: Sequence[str] = ("Dmin", "Dmean", "Dmax")) -> Any:
+        """:meth:`table` as a pandas DataFrame (needs pandas)."""
+        pd = require("pandas", "table", "DVHSet.to_pandas")
+        return pd.DataFrame(self.table(metrics)).set_index("structure")
+
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """All curves on one Axes (needs matplotlib)."""
+        for d in self._d.values():
+            ax = d.plot(ax=ax, **kwargs)
+        if ax is not None:
+            ax.legend()
+        return ax
+
+
+
+# ------------------------------------------------------------------ engine
+_TARGET_SAMPLES = 500_000
+_SUB = 4  # sub-points per axis in partly occupied voxels
+
+
+def _fine_grid(dose: Any, structure: Any, resolution: float | None) -> Any:
+    """A grid along the dose grid's axes, subdividing it, covering the structure's solid."""
+    from .geometry import Grid
+
+    stack = structure._stack
+    g = dose.grid
+    corners = []
+    for p in stack.planes:
+        u0, v0, u1, v1 = p.region.bounds
+        uv = np.array([[u0, v0], [u0, v1], [u1, v0], [u1, v1]])
+        for t in (p.lo, p.hi):
+            corners.append(stack.world(uv, t))
+    idx = g.world_to_index(np.concatenate(corners))
+    # Snap to dose-voxel edges, so that fine voxels never straddle the dose grid's boundary.
+    lo = np.floor(idx.min(axis=0) + 0.5) - 0.5
+    hi = np.ceil(idx.max(axis=0) - 0.5) + 0.5
+    if resolution is None:
+        vol_mm3 = max(structure.volume * 1000.0, 1e-3)
+        resolution = float(np.clip((vol_mm3 / _TARGET_SAMPLES) ** (1 / 3), 0.1, g.spacing.min()))
+    factor = np.maximum(1, np.ceil(g.spacing / resolution)).astype(int)
+    n = np.maximum(1, np.ceil((hi - lo) * factor).astype(int))
+    step = 1.0 / factor  # in dose-index units
+    first = lo + step / 2
+    affine = np.eye(4)
+    affine[:3, :3] = g.affine[:3, :3] * step
+    affine[:3, 3] = g.index_to_world(first)
+    return Grid(tuple(int(v) for v in n), affine, g.frame_of_reference_uid)
+
+
+def _gradients(dose: Any) -> list[Any]:
+    """Dose gradient along each index axis (Gy per voxel), as Images; cached on the dose."""
+    from .image import Image
+
+    cached = getattr(dose, "_rtkit_gradients", None)
+    if cached is None:
+        arr = dose.array
+        grads = np.gradient(arr) if min(arr.shape) > 1 else [
+            np.gradient(arr, axis=a) if arr.shape[a] > 1 else np.zeros_like(arr) for a in range(3)]
+        cached = [Image(g, dose.grid) for g in grads]
+        dose._rtkit_gradients = cached
+    return cached
+
+
+def _surface_points(structure: Any) -> NDArray[np.float64]:
+    """Contour vertices on their planes and on both slab faces (where Dmin/Dmax lie for smooth doses)."""
+    stack = structure._stack
+    pts = []
+    for p in stack.planes:
+        for ring in p.rings():
+            for t in (p.lo, p.position, p.hi):
+                pts.append(stack.world(ring, t))
+    return np.concatenate(pts) if pts else np.empty((0, 3))
+
+
+def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str | None = None,
+        prescription_gy: float | None = None) -> DVH:
+    """The DVH of ``structure`` in ``dose``.
+
+    Method: the structure's slab solid (DESIGN §3) is rasterised with exact
+    fractional occupancy on a grid that subdivides the dose grid (voxels of
+    about ``resolution`` mm; by default fine enough for ~500,000 samples in the
+    structure, between 0.1 mm and the dose voxel size); the dose is
+    interpolated trilinearly at each sample's centre and the sample weighs
+    its occupied volume.  Dmin and Dmax also consider the dose at every
+    contour vertex on its plane and on both slab faces.  Volume outside the
+    dose grid's voxel box is reported in ``outside_volume_cc``, counted at
+    0 Gy, and warned about.
+
+    Parameters
+    ----------
+    dose : Dose
+    structure : Structure
+    resolution : float, optional
+        Sample spacing (mm).
+    name : str, optional
+        Default: the structure's name.
+    prescription_gy : float, optional
+        For metrics in % of prescription.
+
+    Returns
+    -------
+    DVH
+        Empty (volume 0) for an empty structure.
+
+    Raises
+    ------
+    FrameOfReferenceError
+        The structure and the dose are in different frames of reference.
+    """
+    name = name or structure.name
+    structure._check_frame(dose.grid)
+    if structure.is_empty:
+        return DVH([0.0], [0.0], name=name, prescription_gy=prescription_gy)
+    fine = _fine_grid(dose, structure, resolution)
+    frac = structure.mask(fine, fractional=True)
+    idx = np.argwhere(frac > 0)
+    occ = frac[tuple(idx.T)].astype(np.float64)
+    weights = occ * fine.voxel_volume_cc
+    centres = fine.index_to_world(idx.astype(np.float64))
+    values = dose.sample(centres).astype(np.float64)
+    # Partly occupied voxels: their centre may lie outside the solid, so take the mean dose over
+    # the sub-points (4 x 4 x 4) that lie inside it instead (the occupied part's dose).
+    partial = np.flatnonzero(occ < 1.0 - 1e-6)
+    sub_inside_doses = np.empty(0)
+    if partial.size:
+        m = _SUB
+        offs = (np.arange(m) + 0.5) / m - 0.5
+        so = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
+        for start in range(0, partial.size, 20_000):
+            part = partial[start:start + 20_000]
+            sub_idx = (idx[part, None, :] + so[None]).reshape(-1, 3)
+            pts = fine.index_to_world(sub_idx)
+            inside = structure.contains(pts).reshape(len(part), -1)
+            dv = dose.sample(pts).astype(np.float64).reshape(len(part), -1)
+            n_in = inside.sum(axis=1)
+            has = n_in > 0
+            with np.errstate(invalid="ignore"):
+                mean_in = np.where(inside, dv, 0.0).sum(axis=1) / np.maximum(n_in, 1)
+            upd = part[has]
+            values[upd] = mean_in[has]
+            sub_inside_doses = np.concatenate([sub_inside_doses, dv[inside]])
+    # Each sample stands for a small voxel over which the dose varies: spread its volume over
+    # +- half the dose change across it (local gradient from the dose grid), not at one value.
+    grads = _gradients(dose)
+    step_idx = 1.0 / np.asarray(fine.spacing / dose.grid.spacing)  # fine voxels per dose voxel
+    half = np.zeros(len(values))
+    for a in range(3):
+        half += 0.5 * np.abs(grads[a].sample(centres, fill=0.0)).astype(np.float64) / step_idx[a]
+    outside = ~np.isfinite(values)
+    outside_cc = float(weights[outside].sum())
+    if outside_cc > 0:
+        warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {weights.sum():.3f} cm3 lies outside the dose grid; "
+             "counted at 0 Gy (DVH.outside_volume_cc)", log)
+    vals, w = values[~outside], weights[~outside]
+    # Extremes: over points known to be inside the solid (full voxels' centres, inside sub-points)
+    # and over the surface (contour vertices on their planes and on both slab faces).
+    full_vals = values[occ >= 1.0 - 1e-6]
+    surf = dose.sample(_surface_points(structure))
+    candidates = np.concatenate([full_vals, sub_inside_doses, surf])
+    candidates = candidates[np.isfinite(candidates)]
+    if outside_cc > 0:
+        candidates = np.concatenate([candidates, [0.0]])
+    dmin = float(candidates.min()) if candidates.size else 0.0
+    dmax = float(candidates.max()) if candidates.size else 0.0
+    return DVH.from_samples(vals, w, name=name, outside_volume_cc=outside_cc,
+                            prescription_gy=prescription_gy, min=dmin, max=dmax, spread=half[~outside])
+
+
+def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, **kwargs: Any) -> DVHSet:
+    """DVHs of several structures (a StructureSet, or a mapping of name -> Structure)."""
+    chosen = names or list(structures)
+    return DVHSet((n, dvh(dose, structures[n], name=n, **kwargs)) for n in chosen)

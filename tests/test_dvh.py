@@ -1,0 +1,172 @@
+"""DVH: metrics, interpolation, and the first DVH engine on analytic cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import rtkit
+from rtkit import DVH, Contour, Dose, Grid, MetricError, Structure
+from rtkit.dvh import parse_metric
+
+
+# ------------------------------------------------------------- metric strings
+@pytest.mark.parametrize(("metric", "expected"), [
+    ("D95%", {"kind": "D", "volume": 95.0, "volume_unit": "%", "out": "Gy"}),
+    ("D0.03cc", {"kind": "D", "volume": 0.03, "volume_unit": "cc", "out": "Gy"}),
+    ("D2cc[cGy]", {"kind": "D", "volume": 2.0, "volume_unit": "cc", "out": "cGy"}),
+    ("V20Gy", {"kind": "V", "dose": 20.0, "dose_unit": "Gy", "out": "cc"}),
+    ("V20Gy[%]", {"kind": "V", "dose": 20.0, "dose_unit": "Gy", "out": "%"}),
+    ("V1500cGy", {"kind": "V", "dose": 1500.0, "dose_unit": "cGy", "out": "cc"}),
+    ("Dmean", {"kind": "stat", "stat": "mean", "out": "Gy"}),
+    ("Dmax[%]", {"kind": "stat", "stat": "max", "out": "%"}),
+])
+def test_parse_metric(metric, expected):
+    assert parse_metric(metric) == expected
+
+
+@pytest.mark.parametrize("bad", ["D95", "V20", "Dmean[cc]", "V20Gy[Gy]", "D-5%", "mean", "", "D95%[mm]", 42])
+def test_bad_metrics_list_the_accepted_forms(bad):
+    with pytest.raises(MetricError, match="accepted forms") if not isinstance(bad, str) or bad in (
+        "D95", "V20", "D-5%", "mean", "", "D95%[mm]") else pytest.raises(MetricError):
+        parse_metric(bad)
+
+
+# --------------------------------------------------------- curve arithmetic
+def _uniform_dvh():
+    """10 cc with doses uniform on [10, 20] Gy: V(d) = 10 (20 - d) / 10 between 10 and 20."""
+    d = np.linspace(10, 20, 100001)
+    return DVH.from_samples(d, np.full(d.size, 10.0 / d.size), bin_width=0.01, prescription_gy=20.0)
+
+
+def test_uniform_distribution_metrics():
+    h = _uniform_dvh()
+    assert h.volume_cc == pytest.approx(10.0)
+    assert h.mean == pytest.approx(15.0, abs=1e-6)
+    assert h.min == pytest.approx(10.0) and h.max == pytest.approx(20.0)
+    assert h.dose_at(95) == pytest.approx(10.5, abs=0.01)      # 95% receive >= 10.5 Gy
+    assert h.dose_at(2, "cc") == pytest.approx(18.0, abs=0.01)
+    assert h["D95%"] == pytest.approx(10.5, abs=0.01)
+    assert h["D95%[cGy]"] == pytest.approx(1050, abs=1)
+    assert h["D95%[%]"] == pytest.approx(52.5, abs=0.05)        # of the 20 Gy prescription
+    assert h["V15Gy"] == pytest.approx(5.0, abs=0.01)
+    assert h["V15Gy[%]"] == pytest.approx(50.0, abs=0.1)
+    assert h["V75%"] == pytest.approx(5.0, abs=0.01)            # 75% of 20 Gy = 15 Gy
+    assert h["Dmean"] == h.mean and h["Dmax"] == h.max and h["Dmin"] == h.min
+    assert h.volume_at(5) == pytest.approx(10.0) and h.volume_at(25) == 0.0
+
+
+def test_interpolation_between_bin_edges_not_nearest_bin():
+    # two samples of 1 cc at 1 Gy and 3 Gy in 1 Gy bins: the curve is exact at bin edges
+    h = DVH.from_samples([1.0, 3.0], [1.0, 1.0], bin_width=1.0)
+    assert h.volume_at(0.5) == pytest.approx(2.0)
+    assert h.volume_at(1.5) == pytest.approx(1.5)   # exact at bin edges (V(1) = 2, V(2) = 1), linear between
+    assert h.volume_at(3.5) == pytest.approx(0.5)   # linear within the [3, 4] Gy bin
+
+
+def test_prescription_needed_for_percent():
+    h = DVH.from_samples([1.0], [1.0])
+    with pytest.raises(MetricError, match="prescription"):
+        h["D95%[%]"]
+
+
+def test_empty_dvh():
+    h = DVH.from_samples([], [])
+    assert h.is_empty and h.volume_cc == 0 and math.isnan(h.dose_at(50))
+
+
+# ---------------------------------------------------------------- the engine
+FOR = "1.2.826.0.1.3680043.8.498.5"
+
+
+def _cylinder(radius=10.0, z0=-10.0, z1=10.0, spacing=2.0, center=(0.0, 0.0), n=256, name="Cyl"):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    contours = [Contour(np.c_[center[0] + radius * np.cos(t), center[1] + radius * np.sin(t), np.full(n, z)])
+                for z in np.arange(z0, z1 + 1e-9, spacing)]
+    return Structure(name, 1, contours, frame_of_reference_uid=FOR)
+
+
+def _linear_dose(grid, coef, const=0.0):
+    return Dose(grid.centers() @ np.asarray(coef, float) + const, grid)
+
+
+@pytest.mark.parametrize("direction", ["hfs", "ffs"])
+def test_cylinder_in_a_lateral_gradient(direction):
+    """Dose = 20 + x (Gy, x in mm): closed form for the slab cylinder (radius R, height H)."""
+    d = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float)
+    if direction == "ffs":
+        d = np.array([[0, 0, -1], [0, 1, 0], [-1, 0, 0]], float)
+    origin = (-20.0, -20.0, -20.0) if direction == "hfs" else (20.0, -20.0, 20.0)
+    grid = Grid.from_spacing((21, 21, 21), (2.0, 2.0, 2.0), origin=origin, direction=d, frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (1.0, 0.0, 0.0), 20.0)
+    cyl = _cylinder()
+    h = rtkit.dvh(dose, cyl)
+    R, H = 10.0, 22.0  # 11 planes x 2 mm slabs
+    n = 256
+    area = 0.5 * n * R * R * math.sin(2 * math.pi / n)
+    assert h.volume_cc == pytest.approx(area * H / 1000, rel=1e-6)
+    assert h.mean == pytest.approx(20.0, abs=0.01)              # symmetric about x = 0
+    assert h.min == pytest.approx(10.0, abs=0.01) and h.max == pytest.approx(30.0, abs=0.01)
+    # V(20 + s) = H * (circular segment area beyond x = s)
+    for s in (-5.0, 0.0, 5.0):
+        seg = R * R * math.acos(s / R) - s * math.sqrt(R * R - s * s)
+        assert h.volume_at(20 + s) == pytest.approx(seg * H / 1000, rel=0.01)
+
+
+def test_sphere_in_an_oblique_linear_dose():
+    """For a linear dose the mean over a centred symmetric solid is the dose at its centre, and the
+    distribution is symmetric about it (D50 = mean); trilinear interpolation is exact here."""
+    grid = Grid.from_spacing((25, 25, 25), (2.5, 2.5, 2.5), origin=(-30.0, -30.0, -30.0), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0.5, -0.3, 0.25), 30.0)
+    r, n = 12.0, 180
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    zs = np.arange(-11.5, 11.51, 1.0)
+    contours = [Contour(np.c_[math.sqrt(r * r - z * z) * np.cos(t), math.sqrt(r * r - z * z) * np.sin(t), np.full(n, z)])
+                for z in zs]
+    sph = Structure("Sphere", 2, contours, frame_of_reference_uid=FOR)
+    h = rtkit.dvh(dose, sph)
+    assert h.volume_cc == pytest.approx(sph.volume, rel=1e-6)
+    assert h.mean == pytest.approx(30.0, abs=1e-3)
+    assert h.dose_at(50) == pytest.approx(30.0, abs=0.02)
+    assert h.dose_at(95) == pytest.approx(60.0 - h.dose_at(5), abs=0.03)
+
+
+def test_partly_outside_volume_is_exact_and_counted_at_zero():
+    grid = Grid.from_spacing((21, 21, 11), (2.0, 2.0, 2.0), origin=(-20.0, -20.0, -20.0), frame_of_reference_uid=FOR)
+    # the grid's voxel box ends at x = -20 + 10 * 2 + 1 = 1 mm: the half of the cylinder beyond is outside
+    dose = _linear_dose(grid, (0.0, 0.0, 0.0), 5.0)
+    cyl = _cylinder(center=(1.0, 0.0))
+    with pytest.warns(rtkit.RTKitWarning, match="outside the dose grid"):
+        h = rtkit.dvh(dose, cyl)
+    assert h.outside_volume_cc == pytest.approx(cyl.volume / 2, rel=1e-3)
+    assert h.volume_cc == pytest.approx(cyl.volume, rel=1e-6)
+    assert h.min == 0.0 and h.max == pytest.approx(5.0)
+    assert h.mean == pytest.approx(2.5, rel=1e-3)
+    assert h.volume_at(1.0) == pytest.approx(cyl.volume / 2, rel=1e-3)
+
+
+def test_empty_structure_and_frames():
+    grid = Grid.from_spacing((3, 3, 3), (1, 1, 1), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0, 0, 0), 1.0)
+    assert rtkit.dvh(dose, Structure("E", 1, [])).is_empty
+    other = Structure("O", 1, _cylinder().contours, frame_of_reference_uid="9.9")
+    with pytest.raises(rtkit.FrameOfReferenceError):
+        rtkit.dvh(dose, other)
+
+
+def test_dvhset_table_and_csv(tmp_path):
+    case = rtkit.load(rtkit.datasets.synthetic_case(tmp_path / "c"))
+    s = rtkit.dvhs(case.dose, case.structures, names=["PTV", "Spine"], prescription_gy=60.0)
+    rows = s.table(["D95%", "Dmean", "V20Gy[%]"])
+    assert [r["structure"] for r in rows] == ["PTV", "Spine"]
+    # the analytical dose is >= 45 Gy over the PTV (its edge, r = 20 mm, sits on the falloff)
+    ptv = s["PTV"]
+    assert rows[0]["D95%"] == ptv.dose_at(95) and rows[0]["Dmean"] == ptv.mean
+    assert ptv.min < rows[0]["D95%"] < rows[0]["Dmean"] < ptv.max <= 61.8 + 1e-3
+    assert rows[0]["V20Gy[%]"] == pytest.approx(100.0)
+    path = s.to_csv(tmp_path / "t.csv", ["D95%", "Dmean"])
+    assert path.read_text().splitlines()[0] == "structure,D95%,Dmean"
+    with pytest.raises(MetricError):
+        s.table(["D95"])
