@@ -412,15 +412,8 @@ def _fine_grid(dose: Any, structure: Any, resolution: float | None) -> Any:
     """A grid along the dose grid's axes, subdividing it, covering the structure's solid."""
     from .geometry import Grid
 
-    stack = structure._stack
     g = dose.grid
-    corners = []
-    for p in stack.planes:
-        u0, v0, u1, v1 = p.region.bounds
-        uv = np.array([[u0, v0], [u0, v1], [u1, v0], [u1, v1]])
-        for t in (p.lo, p.hi):
-            corners.append(stack.world(uv, t))
-    idx = g.world_to_index(np.concatenate(corners))
+    idx = g.world_to_index(structure.box_corners())
     # Snap to dose-voxel edges, so that fine voxels never straddle the dose grid's boundary.
     lo = np.floor(idx.min(axis=0) + 0.5) - 0.5
     hi = np.ceil(idx.max(axis=0) - 0.5) + 0.5

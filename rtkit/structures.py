@@ -449,15 +449,25 @@ class Structure:
             self._mask_oblique(grid, stack, (k0, r0, c0), sub, fractional)
         return out
 
-    def _window(self, grid: Grid, stack: _Stack) -> tuple[tuple[int, int], ...] | None:
-        """Index ranges of the grid that can touch the solid (a one-voxel margin)."""
+    def box_corners(self) -> NDArray[np.float64]:
+        """LPS corners (mm) of every slab's in-plane bounding box: shape (8 * planes, 3).
+
+        Their hull contains the whole solid; empty for an empty ROI.
+        """
+        stack = self._stack
+        if stack is None:
+            return np.empty((0, 3))
         corners = []
         for p in stack.planes:
             u0, v0, u1, v1 = p.region.bounds
             uv = np.array([[u0, v0], [u0, v1], [u1, v0], [u1, v1]])
             for t in (p.lo, p.hi):
                 corners.append(stack.world(uv, t))
-        idx = grid.world_to_index(np.concatenate(corners))
+        return np.concatenate(corners)
+
+    def _window(self, grid: Grid, stack: _Stack) -> tuple[tuple[int, int], ...] | None:
+        """Index ranges of the grid that can touch the solid (a one-voxel margin)."""
+        idx = grid.world_to_index(self.box_corners())
         lo = np.floor(idx.min(axis=0)).astype(int) - 1
         hi = np.ceil(idx.max(axis=0)).astype(int) + 2
         lo = np.maximum(lo, 0)
