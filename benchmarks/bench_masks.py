@@ -37,13 +37,10 @@ Exit status 1 if a correctness check fails (a missed time target only prints FAI
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -55,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
+from _common import machine_facts as _machine_facts
+from _common import mib, sources_id
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
@@ -821,49 +819,18 @@ def agreement(loaded: Loaded, peer_load: dict[str, Any] | None, peer_masks: dict
 
 # ----------------------------------------------------------------- reporting
 def _sources_id() -> str:
-    pkg = Path(rtkit.__file__).resolve().parent
-    h = hashlib.sha1()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
-    try:
-        rev = subprocess.run(["git", "-C", str(pkg), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        rev, dirty = "", ""
-    return f"git {rev or 'none'}{' + local changes' if dirty else ''}, sources sha1 {h.hexdigest()[:12]}"
+    return sources_id()
 
 
 def machine_facts() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
     import shapely
 
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return [
-        f"date:     {now}",
-        f"cpu:      {cpu}, {os.cpu_count()} logical cores ({usable} usable)",
-        f"os:       {platform.system()} {platform.release()}",
-        f"python:   {platform.python_version()} ({platform.python_implementation()})",
-        f"numpy:    {np.__version__}, pydicom: {pydicom.__version__}, shapely: {shapely.__version__}",
-        f"rtkit:    {rtkit.__version__} ({_sources_id()})",
-    ]
+    return _machine_facts(f"shapely: {shapely.__version__}")
 
 
 def _mib(n: float) -> str:
-    return f"{n / 2**20:.0f} MiB"
+    return mib(n)
+
 
 
 def _best(runs: list[Timing]) -> tuple[float, float]:

@@ -37,12 +37,9 @@ Exit status 1 if a correctness check fails (the memory requirement only prints F
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -53,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
+from _common import machine_facts as _machine_facts
+from _common import mib, sources_id
 
 import rtkit
 
@@ -364,48 +362,16 @@ def measure_peer_memory(python: Path, worker: Path, mode: str, path: Path) -> di
 
 # ----------------------------------------------------------------- reporting
 def _sources_id() -> str:
-    """Git revision of the rtkit sources, plus a hash of them (they may be uncommitted)."""
-    pkg = Path(rtkit.__file__).resolve().parent
-    h = hashlib.sha1()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
-    try:
-        rev = subprocess.run(["git", "-C", str(pkg), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        rev, dirty = "", ""
-    return f"git {rev or 'none'}{' + local changes' if dirty else ''}, sources sha1 {h.hexdigest()[:12]}"
+    return sources_id()
 
 
 def machine_facts() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return [
-        f"date:     {now}",
-        f"cpu:      {cpu}, {os.cpu_count()} logical cores ({usable} usable)",
-        f"os:       {platform.system()} {platform.release()}",
-        f"python:   {platform.python_version()} ({platform.python_implementation()})",
-        f"numpy:    {np.__version__}, pydicom: {pydicom.__version__}",
-        f"rtkit:    {rtkit.__version__} ({_sources_id()})",
-    ]
+    return _machine_facts("")
 
 
 def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    return mib(n)
+
 
 
 def _best(runs: list[Timing]) -> Timing:
