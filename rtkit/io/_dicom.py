@@ -127,7 +127,12 @@ def open_dataset(
             fp.seek(0)
             # force=True: the sniffing above already decided this is DICOM (and pydicom's
             # own preamble check is slower than ours).
-            with quiet_pydicom(p):
+            if kind is None:  # no preamble: maybe not DICOM at all, keep pydicom's complaints quiet
+                with quiet_pydicom(p):
+                    ds = pydicom.dcmread(
+                        fp, stop_before_pixels=headers_only, force=True, specific_tags=specific_tags
+                    )
+            else:
                 ds = pydicom.dcmread(
                     fp, stop_before_pixels=headers_only, force=True, specific_tags=specific_tags
                 )
