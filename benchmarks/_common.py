@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -60,3 +62,47 @@ def machine_facts(extra_versions: str = "") -> list[str]:
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
+
+
+class PeerProcess:
+    """A peer tool's worker in its own venv, driven over a JSON-lines pipe.
+
+    ``args`` are the worker's command-line arguments after the script path;
+    ``name`` is used in error messages; ``is_failure(res)`` decides whether a
+    reply is an error to raise.
+    """
+
+    def __init__(self, python: Path, worker: Path, args: list[str], log: Path, name: str,
+                 is_failure: Any = None) -> None:
+        self.name = name
+        self._is_failure = is_failure or (lambda res: isinstance(res.get("error"), str))
+        self._log = open(log, "a")  # closed in close()
+        self.proc = subprocess.Popen([str(python), str(worker), *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
+
+    def ask(self, cmd: str, **kw: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died (exit {self.proc.wait()}); see {self._log.name}")
+        res = json.loads(line)
+        if self._is_failure(res):
+            raise RuntimeError(f"{self.name} worker command {cmd} failed:\n{res['error']}")
+        return res
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import PeerProcess, mib, sources_id
 from _common import machine_facts as _machine_facts
-from _common import mib, sources_id
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
@@ -644,40 +644,12 @@ def ensure_peers_venv(venv: Path) -> tuple[Path | None, str]:
     return py, "created"
 
 
-class Peer:
+class Peer(PeerProcess):
     """The rt-utils worker of one case, driven over a JSON-lines pipe."""
 
     def __init__(self, python: Path, worker: Path, job: Path, log: Path) -> None:
-        self._log = open(log, "a")  # closed in close()
-        self.proc = subprocess.Popen([str(python), str(worker), "--serve", str(job)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
-
-    def ask(self, cmd: str, **kw: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"rt-utils worker died (exit {self.proc.wait()}); see {self._log.name}")
-        res = json.loads(line)
-        if "error" in res and isinstance(res["error"], str) and res["error"].startswith("Traceback"):
-            raise RuntimeError(f"rt-utils worker command {cmd} failed:\n{res['error']}")
-        return res
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().__init__(python, worker, ["--serve", str(job)], log, "rt-utils",
+                         lambda res: isinstance(res.get("error"), str) and res["error"].startswith("Traceback"))
 
 
 # ----------------------------------------------------------------- measurement

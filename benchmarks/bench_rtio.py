@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import PeerProcess, mib, sources_id
 from _common import machine_facts as _machine_facts
-from _common import mib, sources_id
 
 import rtkit
 
@@ -260,44 +260,15 @@ def ensure_venv(venv: Path) -> tuple[Path | None, str]:
     return py, note
 
 
-class Peer:
+class Peer(PeerProcess):
     """The dicompyler-core worker, driven over a JSON-lines pipe."""
 
     def __init__(self, python: Path, worker: Path, log: Path) -> None:
-        self._log = open(log, "a")  # closed in close()
-        self.proc = subprocess.Popen([str(python), str(worker), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
-
-    def ask(self, cmd: str, **kw: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"dicompyler worker died (exit {self.proc.wait()}); see {self._log.name}")
-        res = json.loads(line)
-        if isinstance(res.get("error"), str):
-            raise RuntimeError(f"dicompyler worker command {cmd} failed:\n{res['error']}")
-        return res
+        super().__init__(python, worker, ["--serve"], log, "dicompyler")
 
     def timing(self, cmd: str, **kw: Any) -> Timing:
         r = self.ask(cmd, **kw)
         return r["wall"], r["cpu"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 # ----------------------------------------------------------------- measurement
