@@ -187,7 +187,68 @@ class DVH:
             inside._min = 0.0
         return inside
 
-    # ------------------------------------------------------------- figures
+    @classmethod
+    def from_dicom(cls, rtdose: Any, roi_number: int, *, name: str | None = None,
+                   prescription_gy: float | None = None) -> DVH:
+        """The DVH stored in an RT Dose's DVHSequence for ``roi_number``.
+
+        Parameters
+        ----------
+        rtdose : Dose, pydicom Dataset or path-like
+            The RT Dose (read by rtkit, or as a dataset, or its file).
+        roi_number : int
+            ReferencedROINumber of the DVH item.
+
+        Returns
+        -------
+        DVH
+            Cumulative and differential items are both read; DVHDoseScaling is
+            applied.  Volumes in CM3 are kept; PERCENT volumes give a DVH whose
+            total is 100 (relative).  The figures (min, max, mean) are derived
+            from the curve.  When the stored DVHMinimum/Maximum/MeanDose disagree
+            with them by more than 1% plus one bin (the dicompyler example file
+            stores percentages although DoseUnits is GY), a warning names the ROI
+            and the curve's figures are used.
+
+        Raises
+        ------
+        KeyError
+            No DVH for that ROI number (the message lists those present).
+        """
+        found = {}
+        for it in _dvh_items(rtdose):
+            for r in it.get("DVHReferencedROISequence") or []:
+                found[int(r.ReferencedROINumber)] = it
+        if int(roi_number) not in found:
+            raise KeyError(f"no stored DVH for ROI number {roi_number}; the RT Dose has DVHs for "
+                           f"{sorted(found) or 'none'}")
+        it = found[int(roi_number)]
+        data = np.asarray([float(v) for v in it.DVHData], dtype=np.float64)
+        scaling = float(it.get("DVHDoseScaling", 1.0) or 1.0)
+        widths, vols = data[0::2] * scaling, data[1::2]
+        edges = np.concatenate([[0.0], np.cumsum(widths)])
+        if str(it.get("DVHType", "CUMULATIVE")).upper() == "DIFFERENTIAL":
+            cum = np.concatenate([np.cumsum(vols[::-1])[::-1], [0.0]])
+        else:  # CUMULATIVE: the value of bin i is the volume at or above its lower edge
+            cum = np.concatenate([vols, [0.0]])
+        label = name or f"ROI {roi_number}"
+        units = str(it.get("DoseUnits", "GY")).upper()
+        if units != "GY":
+            warn(f"stored DVH of {label}: DoseUnits is {units}; doses are not Gy", log)
+        curve = cls(edges, cum, name=label, prescription_gy=prescription_gy)
+        bin_max = float(widths.max()) if widths.size else 0.0
+        for key, figure in (("DVHMinimumDose", curve.min), ("DVHMaximumDose", curve.max),
+                            ("DVHMeanDose", curve.mean)):
+            stored = it.get(key)
+            if stored in (None, "") or not np.isfinite(figure):
+                continue
+            v = float(stored)
+            if abs(v - figure) > 0.01 * abs(figure) + bin_max:
+                warn(f"stored DVH of {label}: {key} is {v:g} but the curve gives {figure:.4g} "
+                     f"{units.lower()}; the curve's figure is used", log)
+        return curve
+
+    # -------------------------------------------------------------- figures
     @property
     def volume_cc(self) -> float:
         """Total volume (cm3), including any volume outside the dose grid."""
@@ -228,7 +289,7 @@ class DVH:
         """Minimum dose (Gy)."""
         if self._min is not None:
             return float(self._min)
-        full = np.flatnonzero(self.volumes >= self.volume_cc)
+        full = np.flatnonzero(self.volumes >= self.volume_cc * (1 - 1e-9))
         return float(self.doses[full[-1]]) if full.size else 0.0
 
     def volume_at(self, dose_gy: float, unit: str = "cc") -> float:
@@ -334,6 +395,18 @@ def _spread_cumulative(d: NDArray, w: NDArray, half: NDArray, edges: NDArray) ->
             s_cum = np.cumsum(slope)
             below += np.cumsum(offset + width * np.concatenate([[0.0], s_cum[:-1]]))
     return np.maximum(w.sum() - below, 0.0)
+
+
+def _dvh_items(rtdose: Any) -> list[Any]:
+    """DVHSequence items of a Dose, a pydicom Dataset or an RT Dose file."""
+    seq = getattr(rtdose, "dvh_sequence", None)
+    if seq is not None:
+        return list(seq)
+    if isinstance(rtdose, (str, os.PathLike)):
+        from .io._dicom import read_object
+
+        rtdose = read_object(rtdose, "an RT Dose", headers_only=True)
+    return list(rtdose.get("DVHSequence") or [])
 
 
 def min_width(dmax: float) -> float:

@@ -170,3 +170,50 @@ def test_dvhset_table_and_csv(tmp_path):
     assert path.read_text().splitlines()[0] == "structure,D95%,Dmean"
     with pytest.raises(MetricError):
         s.table(["D95"])
+
+
+# --------------------------------------------------------- DVHs stored in RT Dose
+def test_stored_dvh_from_the_dicompyler_dose(data_dir):
+    import pydicom
+
+    path = data_dir / "dicompyler-core/rtdose.dcm"
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    item = next(i for i in ds.DVHSequence if int(i.DVHReferencedROISequence[0].ReferencedROINumber) == 9)
+    data = np.asarray([float(v) for v in item.DVHData])
+    widths, cum = data[0::2] * float(item.DVHDoseScaling), data[1::2]
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    diff = cum - np.concatenate([cum[1:], [0]])           # volume in each bin
+    expected_mean = np.sum(diff * 0.5 * (edges[:-1] + edges[1:])) / cum[0]
+    # The file's DVHMin/Max/MeanDose are % of 14 Gy although DoseUnits is GY: warned, not used.
+    with pytest.warns(rtkit.RTKitWarning, match="curve's figure is used"):
+        h = DVH.from_dicom(rtkit.read_dose(path), 9, name="Tumor Bed")
+    assert h.volume_cc == pytest.approx(cum[0])
+    assert h.mean == pytest.approx(expected_mean, rel=1e-9)
+    # Eclipse's own figures (as % of the 14 Gy prescription) agree with the curve to one 0.01 Gy
+    # bin: a cumulative curve only locates Dmin and Dmax within a bin.
+    assert h.max == pytest.approx(float(item.DVHMaximumDose) / 100 * 14, abs=0.015)
+    assert h.min == pytest.approx(float(item.DVHMinimumDose) / 100 * 14, abs=0.015)
+    with pytest.warns(rtkit.RTKitWarning):
+        same = DVH.from_dicom(path, 9)  # a path works too
+    assert same.mean == h.mean
+    with pytest.raises(KeyError, match="no stored DVH for ROI number 2"):
+        DVH.from_dicom(ds, 2)  # Areola is empty: no DVH
+
+
+def test_stored_differential_dvh():
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    ref = Dataset()
+    ref.ReferencedROINumber = 3
+    item.DVHReferencedROISequence = [ref]
+    item.DVHType, item.DoseUnits, item.DVHVolumeUnits = "DIFFERENTIAL", "GY", "CM3"
+    item.DVHDoseScaling = 0.5
+    item.DVHData = [2, 1.0, 2, 3.0, 2, 0.0, 2, 2.0]  # bins of 1 Gy: [0,1) 1 cc, [1,2) 3 cc, [3,4) 2 cc
+    ds = Dataset()
+    ds.DVHSequence = [item]
+    h = DVH.from_dicom(ds, 3)
+    assert h.volume_cc == 6.0
+    np.testing.assert_allclose(h.volumes, [6, 5, 2, 2, 0])
+    assert h.mean == pytest.approx((0.5 * 1 + 1.5 * 3 + 3.5 * 2) / 6)
+    assert h.volume_at(1.5) == pytest.approx(3.5)
