@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import RTKitError, RTKitWarning
+from .errors import MetricError, RTKitError, RTKitWarning
 
 log = logging.getLogger("rtkit.cli")
 
@@ -26,6 +26,7 @@ examples:
   rtkit demo                           write the built-in synthetic case and summarise it
   rtkit demo --out demo_case           ... into a folder of your choice
   rtkit masks demo_case --out masks    ROI masks and the CT as NIfTI (needs rtkit[nifti])
+  rtkit dvh demo_case --metrics "D95%,Dmean" --structures PTV
 """
 
 
@@ -127,6 +128,36 @@ def _cmd_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dvh(args: argparse.Namespace) -> int:
+    from .dvh import dvhs, parse_metric
+    from .errors import RTKitError as _Err
+    from .io.case import load
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for m in metrics:
+        parse_metric(m)  # MetricError (usage) before any work
+    case = load(args.case, progress=args.progress)
+    if case.dose is None:
+        raise _Err(f"{args.case}: the case has no plan dose (RT Dose)")
+    if case.structures is None:
+        raise _Err(f"{args.case}: the case has no RT Structure Set")
+    rx = args.prescription
+    if rx is None and case.plan is not None:
+        rx = case.plan.prescription_gy
+    names = [n.strip() for n in args.structures.split(",")] if args.structures else [
+        n for n in case.structures.names if not case.structures[n].is_empty]
+    result = dvhs(case.dose, case.structures, names=names, prescription_gy=rx)
+    rows = result.table(metrics)
+    width = max(len("structure"), *(len(r["structure"]) for r in rows)) if rows else 9
+    _out(f"{'structure':<{width}}  " + "  ".join(f"{m:>12}" for m in metrics))
+    for r in rows:
+        _out(f"{r['structure']:<{width}}  " + "  ".join(f"{r[m]:>12.4g}" for m in metrics))
+    if args.out:
+        result.to_csv(args.out, metrics, overwrite=args.overwrite)
+        _out(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -187,6 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--progress", action="store_true", help="show a progress bar while scanning")
     p.set_defaults(func=_cmd_masks)
+
+    p = sub.add_parser(
+        "dvh",
+        help="DVH metrics of a case's structures",
+        description="Compute the DVH of each structure in the case's plan dose and print "
+        "TG-263 metrics (see docs/dvh.md for the forms and the method).",
+        epilog='examples:\n  rtkit dvh /data/case1 --metrics "D95%,V20Gy[%],Dmean"\n'
+        '  rtkit dvh /data/case1 --metrics "D0.03cc,Dmax[cGy]" --structures PTV,Heart --out dvh.csv',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("case", type=Path, help="folder holding one case")
+    p.add_argument("--metrics", required=True, help='comma-separated TG-263 metrics, e.g. "D95%%,V20Gy[%%],Dmean"')
+    p.add_argument("--structures", help="comma-separated ROI names (default: every non-empty ROI)")
+    p.add_argument("--prescription", type=float, help="prescription in Gy (default: the plan's)")
+    p.add_argument("--out", type=Path, help="also write the table as CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while scanning")
+    p.set_defaults(func=_cmd_dvh)
     return parser
 
 
@@ -202,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # pydicom logs every non-conformant value it meets; rtkit reports what matters.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
+    if logging.getLogger().level >= logging.WARNING:
+        # rtkit's warnings are printed once, as "warning: ..." lines, not also as log records
+        logging.getLogger("rtkit").setLevel(logging.ERROR)
 
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         sys.stderr.write(f"warning: {message}\n")
@@ -211,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = show
         try:
             return int(args.func(args))
+        except MetricError as exc:
+            sys.stderr.write(f"rtkit {args.command}: error: {exc}\n")
+            return 2
         except RTKitError as exc:
             sys.stderr.write(f"rtkit {args.command}: error: {exc}\n")
             return 1

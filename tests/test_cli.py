@@ -111,3 +111,22 @@ def test_info_prints_the_plan_summary(data_dir, capsys):
     for beam in ds.BeamSequence:
         assert beam.BeamName in out
     assert "Rx 14 Gy in 7 fx" in out
+
+
+def test_dvh_command(tmp_path, capsys):
+    import csv
+
+    case = tmp_path / "case"
+    assert main(["demo", "--out", str(case)]) == 0
+    capsys.readouterr()
+    out_csv = tmp_path / "dvh.csv"
+    assert main(["dvh", str(case), "--metrics", "D95%,Dmean,V20Gy[%]", "--structures", "PTV",
+                 "--out", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert "PTV" in printed and "D95%" in printed
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["structure"] for r in rows] == ["PTV"]
+    assert float(rows[0]["V20Gy[%]"]) == pytest.approx(100.0)  # the PTV lies inside the 45 Gy isodose
+    assert float(rows[0]["D95%"]) < float(rows[0]["Dmean"])
+    assert main(["dvh", str(case), "--metrics", "D95"]) == 2
+    assert "accepted forms" in capsys.readouterr().err
