@@ -477,7 +477,7 @@ class DVHSet(Mapping[str, DVH]):
 
 
 # ------------------------------------------------------------------ engine
-_TARGET_SAMPLES = 500_000
+_TARGET_SAMPLES = 50_000
 _SUB = 4  # sub-points per axis in partly occupied voxels
 
 
@@ -534,7 +534,7 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
 
     Method: the structure's slab solid (DESIGN §3) is rasterised with exact
     fractional occupancy on a grid that subdivides the dose grid (voxels of
-    about ``resolution`` mm; by default fine enough for ~500,000 samples in the
+    about ``resolution`` mm; by default fine enough for ~50,000 samples in the
     structure, between 0.1 mm and the dose voxel size); the dose is
     interpolated trilinearly at each sample's centre and the sample weighs
     its occupied volume.  Dmin and Dmax also consider the dose at every
