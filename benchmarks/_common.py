@@ -106,3 +106,11 @@ class PeerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def run_json(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a child process and parse the JSON object on the last line of its output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -46,8 +45,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from _common import machine_facts as _machine_facts
-from _common import mib, sources_id
+from _common import machine_facts, run_json
+from _common import mib as _mib
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -405,25 +404,10 @@ def child_memory(method: str, mode: str, work: Path) -> None:
 
 def measure_memory(method: str, mode: str, work: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--work", str(work), "--child", method, mode]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory child {method}/{mode} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f"memory child {method}/{mode}")
 
 
 # ----------------------------------------------------------------- reporting
-def _sources_id() -> str:
-    return sources_id()
-
-
-def machine_facts() -> list[str]:
-    return _machine_facts("")
-
-
-def _mib(n: float) -> str:
-    return mib(n)
-
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -52,8 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeerProcess, mib, sources_id
+from _common import PeerProcess
 from _common import machine_facts as _machine_facts
+from _common import mib as _mib
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
@@ -790,18 +791,10 @@ def agreement(loaded: Loaded, peer_load: dict[str, Any] | None, peer_masks: dict
 
 
 # ----------------------------------------------------------------- reporting
-def _sources_id() -> str:
-    return sources_id()
-
-
 def machine_facts() -> list[str]:
     import shapely
 
     return _machine_facts(f"shapely: {shapely.__version__}")
-
-
-def _mib(n: float) -> str:
-    return mib(n)
 
 
 

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeerProcess, mib, sources_id
-from _common import machine_facts as _machine_facts
+from _common import PeerProcess, machine_facts, run_json
+from _common import mib as _mib
 
 import rtkit
 
@@ -317,33 +317,14 @@ def child_memory(mode: str, path: Path) -> None:
 
 def measure_rtkit_memory(mode: str, path: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"rtkit memory child ({mode}) failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f"rtkit memory child ({mode})")
 
 
 def measure_peer_memory(python: Path, worker: Path, mode: str, path: Path) -> dict[str, Any]:
-    proc = subprocess.run([str(python), str(worker), "--memory", mode, str(path)], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dicompyler memory worker ({mode}) failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json([str(python), str(worker), "--memory", mode, str(path)], f"dicompyler memory worker ({mode})")
 
 
 # ----------------------------------------------------------------- reporting
-def _sources_id() -> str:
-    return sources_id()
-
-
-def machine_facts() -> list[str]:
-    return _machine_facts("")
-
-
-def _mib(n: float) -> str:
-    return mib(n)
-
-
 
 def _best(runs: list[Timing]) -> Timing:
     return min(w for w, _ in runs), min(c for _, c in runs)
