@@ -529,7 +529,7 @@ def _surface_points(structure: Any) -> NDArray[np.float64]:
 
 
 def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str | None = None,
-        prescription_gy: float | None = None) -> DVH:
+        prescription_gy: float | None = None, between_planes: str = "slab") -> DVH:
     """The DVH of ``structure`` in ``dose``.
 
     Method: the structure's slab solid (DESIGN §3) is rasterised with exact
@@ -563,6 +563,8 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     FrameOfReferenceError
         The structure and the dose are in different frames of reference.
     """
+    if between_planes not in ("slab", "smooth"):
+        raise ValueError(f"between_planes must be 'slab' or 'smooth', not {between_planes!r}")
     name = name or structure.name
     structure._check_frame(dose.grid)
     if structure.is_empty:
