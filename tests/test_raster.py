@@ -69,10 +69,29 @@ def oriented(ring, sign):
     return ring if np.sign(signed_area(ring)) == sign else ring[::-1].copy()
 
 
+def ref_centroids(region, shape):
+    """Centroid offsets (row, col) of each pixel's covered part, by shapely intersection."""
+    oy, ox = np.zeros(shape), np.zeros(shape)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            part = region.intersection(shapely.box(r - 0.5, c - 0.5, r + 0.5, c + 0.5))
+            if part.area > 1e-9:
+                oy[r, c], ox[r, c] = part.centroid.x - r, part.centroid.y - c
+    return oy, ox
+
+
 def check_coverage(rings, region, shape):
     got = coverage(rings, shape)
     assert got.shape == shape
-    np.testing.assert_allclose(got, ref_coverage(region, shape), rtol=0, atol=1e-9)
+    expected = ref_coverage(region, shape)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    # the same pass with first moments: the covered part's centroid in every pixel
+    frac, oy, ox = coverage(rings, shape, moments=True)
+    np.testing.assert_allclose(frac, got, rtol=0, atol=1e-12)
+    ry, rx = ref_centroids(region, shape)
+    big = expected > 1e-6  # the centroid of a sliver is ill-conditioned in both implementations
+    np.testing.assert_allclose(oy[big], ry[big], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ox[big], rx[big], rtol=0, atol=1e-6)
 
 
 def check_centers(rings, shape):
