@@ -118,6 +118,7 @@ def coverage(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int], momen
     acc = np.bincount(here, weights=inpix, minlength=R * width)
     acc += np.bincount(here + 1, weights=dy - inpix, minlength=R * width)
     cov = np.cumsum(acc.reshape(R, width), axis=1)[:, :C]
+    cov[np.abs(cov) < 1e-12] = 0.0  # round-off of the running sums, not area
     if not moments:
         return np.clip(np.abs(cov), 0.0, 1.0)
     # First moments about each pixel's centre of the same signed regions (x linear in y along a
@@ -136,8 +137,8 @@ def coverage(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int], momen
     m_y = np.cumsum(acc_y.reshape(R, width), axis=1)[:, :C]
     m_x = np.cumsum(acc_x.reshape(R, width), axis=1)[:, :C]
     with np.errstate(divide="ignore", invalid="ignore"):
-        oy = np.where(np.abs(cov) > 1e-12, m_y / cov, 0.0)
-        ox = np.where(np.abs(cov) > 1e-12, m_x / cov, 0.0)
+        oy = np.where(cov != 0, m_y / cov, 0.0)
+        ox = np.where(cov != 0, m_x / cov, 0.0)
     return np.clip(np.abs(cov), 0.0, 1.0), np.clip(oy, -0.5, 0.5), np.clip(ox, -0.5, 0.5)
 
 

@@ -165,7 +165,8 @@ class DVH:
                        prescription_gy=prescription_gy)
         dmax = float(d.max())
         if spread is not None:
-            half = np.asarray(spread, dtype=np.float64).ravel()[keep]
+            # doses are never negative: narrow a spread that would reach below 0 Gy
+            half = np.minimum(np.asarray(spread, dtype=np.float64).ravel()[keep], np.maximum(d, 0.0))
             dmax = float(np.max(d + half))
         width = bin_width or min_width(dmax)
         nbins = builtins.max(1, int(math.ceil(dmax / width)) + 1)
@@ -569,6 +570,22 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     structure._check_frame(dose.grid)
     if structure.is_empty:
         return DVH([0.0], [0.0], name=name, prescription_gy=prescription_gy)
+    from . import _dvh_engine as engine
+
+    stack = structure._stack
+    if engine.is_aligned(dose.grid, stack.normal):
+        smp = engine.sample_aligned(dose, stack, engine.slab_layers(stack), resolution)
+        outside_cc = smp.outside_cc
+        if outside_cc > 0:
+            warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
+                 "the dose grid; counted at 0 Gy (DVH.outside_volume_cc)", log)
+        candidates = np.array([smp.dmin, smp.dmax])
+        candidates = candidates[np.isfinite(candidates)]
+        if outside_cc > 0:
+            candidates = np.concatenate([candidates, [0.0]])
+        return DVH.from_samples(smp.doses, smp.weights, name=name, outside_volume_cc=outside_cc,
+                                prescription_gy=prescription_gy, min=float(candidates.min()),
+                                max=float(candidates.max()), spread=smp.half)
     fine = _fine_grid(dose, structure, resolution)
     frac = structure.mask(fine, fractional=True)
     idx = np.argwhere(frac > 0)
