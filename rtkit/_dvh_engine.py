@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from ._raster import coverage
 
@@ -112,97 +112,443 @@ def _trilinear(arr: NDArray[Any], z: NDArray, r: NDArray, c: NDArray) -> tuple[N
     return a + tk * (b - a), ar + tk * (br - ar), ac + tk * (bc - ac)
 
 
-def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None) -> Samples:
-    """Samples of the layers' solid in a dose grid whose slices are parallel to the layers."""
-    g = dose.grid
-    K, R, C = g.shape
-    a = g.affine
-    n = stack.normal
-    s_n = float(a[:3, 0] @ n)  # mm along the normal per slice index
-    o_n = float(a[:3, 3] @ n)
-    pixel_mm = np.array([np.linalg.norm(a[:3, 1]), np.linalg.norm(a[:3, 2])])
-    empty = Samples(np.empty(0), np.empty(0), np.empty(0), 0.0, np.inf, -np.inf)
-    if not layers:
-        return empty
+@dataclass
+class _Frame:
+    """The dose grid seen from the contour planes (aligned: slices parallel to the planes)."""
 
-    # Rings in dose (row, col) index coordinates (independent of depth: no shear).
-    inv = g.inverse_affine
-    to_rc = inv[1:3, :3] @ np.stack([stack.e1, stack.e2], axis=1)  # (2, 2): plane (u, v) -> (row, col)
-    idx_rings = []
-    for lay in layers:
-        shift = inv[1:3, :3] @ (lay.position * n) + inv[1:3, 3]
-        idx_rings.append([r[:, :2] @ to_rc.T + shift for r in lay.rings])
-    allpts = np.concatenate([r for rings in idx_rings for r in rings])
-    lo_rc = np.floor(allpts.min(axis=0) + 0.5) - 0.5  # snapped to dose-pixel edges
-    hi_rc = np.ceil(allpts.max(axis=0) - 0.5) + 0.5
-    zab = np.sort(np.array([[(lay.lo - o_n) / s_n, (lay.hi - o_n) / s_n] for lay in layers]), axis=1)
-    pieces = np.floor(np.minimum(zab[:, 1], K)) - np.ceil(np.maximum(zab[:, 0], -1)) + 2
-    res = _resolution(layers, np.maximum(pieces, 1), pixel_mm, resolution)
-    f = np.maximum(1, np.ceil(pixel_mm / res - 1e-9)).astype(int)  # lattice pixels per dose pixel
-    nr, nc = (int(v) for v in np.maximum(1, np.round((hi_rc - lo_rc) * f)))
-    px_area = float(np.linalg.norm(np.cross(a[:3, 1], a[:3, 2]))) / (f[0] * f[1])
+    shape: tuple[int, int, int]
+    s_n: float  # mm along the normal per slice index
+    o_n: float  # normal coordinate (mm) of slice 0
+    pixel_mm: NDArray[np.float64]  # (row, col) pixel size
+    pixel_area: float  # mm2
+    inv: NDArray[np.float64]
+    to_rc: NDArray[np.float64]  # (2, 2): plane (u, v) -> (row, col) index
+    normal: NDArray[np.float64]
 
+    @classmethod
+    def of(cls, grid: Any, stack: Any) -> _Frame:
+        a = grid.affine
+        n = stack.normal
+        inv = grid.inverse_affine
+        return cls(grid.shape, float(a[:3, 0] @ n), float(a[:3, 3] @ n),
+                   np.array([np.linalg.norm(a[:3, 1]), np.linalg.norm(a[:3, 2])]),
+                   float(np.linalg.norm(np.cross(a[:3, 1], a[:3, 2]))), inv,
+                   inv[1:3, :3] @ np.stack([stack.e1, stack.e2], axis=1), n)
+
+    def rings_rc(self, rings: list[NDArray[np.float64]], position: float) -> list[NDArray[np.float64]]:
+        """Plane rings (u, v) at ``position`` in dose (row, col) index coordinates."""
+        shift = self.inv[1:3, :3] @ (position * self.normal) + self.inv[1:3, 3]
+        return [r[:, :2] @ self.to_rc.T + shift for r in rings]
+
+    def k(self, t: ArrayLike) -> NDArray[np.float64]:
+        """Slice index coordinate of normal position(s) ``t`` (mm)."""
+        return (np.asarray(t, dtype=np.float64) - self.o_n) / self.s_n
+
+
+@dataclass
+class _Lattice:
+    """In-plane pixels subdividing the dose pixels (``f`` per dose pixel), covering some rings."""
+
+    lo_rc: NDArray[np.float64]  # dose index of the lattice's first edge (a dose-pixel edge)
+    f: NDArray[np.int64]
+    shape: tuple[int, int]
+    pixel_area: float  # mm2
+
+    @classmethod
+    def around(cls, frame: _Frame, rings_rc: list[NDArray[np.float64]], res: float) -> _Lattice:
+        allpts = np.concatenate(rings_rc)
+        lo_rc = np.floor(allpts.min(axis=0) + 0.5) - 0.5  # snapped to dose-pixel edges
+        hi_rc = np.ceil(allpts.max(axis=0) - 0.5) + 0.5
+        f = np.maximum(1, np.ceil(frame.pixel_mm / res - 1e-9)).astype(np.int64)
+        nr, nc = (int(v) for v in np.maximum(1, np.round((hi_rc - lo_rc) * f)))
+        return cls(lo_rc, f, (nr, nc), frame.pixel_area / float(f[0] * f[1]))
+
+    def rings(self, rings_rc: list[NDArray[np.float64]], row_offset: int = 0) -> list[NDArray[np.float64]]:
+        """Rings in lattice pixel coordinates (pixel (i, j) centred on (i, j))."""
+        return [(r - self.lo_rc) * self.f - 0.5 + np.array([row_offset, 0.0]) for r in rings_rc]
+
+    def to_rc(self, i: NDArray, j: NDArray) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Dose (row, col) index of lattice positions (fractional pixel indices allowed)."""
+        return self.lo_rc[0] + (i + 0.5) / self.f[0], self.lo_rc[1] + (j + 0.5) / self.f[1]
+
+
+def _in_plane(frame: _Frame, r: NDArray, c: NDArray) -> NDArray[np.bool_]:
+    _, R, C = frame.shape
+    return (r > -0.5) & (r < R - 0.5) & (c > -0.5) & (c < C - 0.5)
+
+
+def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[NDArray]]]) -> tuple[float, float]:
+    """Min and max dose over ring vertices placed at normal positions (mm), inside the grid."""
+    pts = [np.c_[np.full(len(r), float(frame.k(t))), r] for t, rings in faces for r in rings]
+    if not pts:
+        return np.inf, -np.inf
+    sp = np.concatenate(pts)
+    ok = np.all((sp > -0.5) & (sp < np.array(frame.shape) - 0.5), axis=1)
+    if not ok.any():
+        return np.inf, -np.inf
+    vs = _trilinear(arr, sp[ok, 0], sp[ok, 1], sp[ok, 2])[0]
+    return float(vs.min()), float(vs.max())
+
+
+def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: NDArray,
+                   ka: NDArray, kb: NDArray, f: NDArray) -> tuple[Samples, float]:
+    """Samples of columns ``[ka, kb]`` (slice index units, ka <= kb) over in-plane points ``(r, c)``.
+
+    Each column is split at the dose slices (and at the grid's outer faces); a piece's volume is
+    spread uniformly between the doses on its two faces, widened by the in-plane variation over
+    a lattice pixel (``1/f`` dose pixels).  Returns the samples and the volume outside (cm3).
+    """
+    K = frame.shape[0]
+    cuts = np.concatenate([[-0.5], np.arange(K, dtype=np.float64), [K - 0.5]])
+    first = np.searchsorted(cuts, ka, side="right")  # first cut strictly above ka
+    last = np.searchsorted(cuts, kb, side="left")  # cuts strictly below kb: first .. last-1
+    npieces = np.maximum(last - first, 0) + 1
+    inside = _in_plane(frame, r, c)
+    outside = 0.0
+    ds, hs, ws = [], [], []
+    dmin, dmax = np.inf, -np.inf
+    for m in range(int(npieces.max(initial=0))):
+        sel = np.flatnonzero(npieces > m)
+        lo = np.where(m == 0, ka[sel], cuts[np.minimum(first[sel] + m - 1, len(cuts) - 1)])
+        hi = np.where(m == npieces[sel] - 1, kb[sel], cuts[np.minimum(first[sel] + m, len(cuts) - 1)])
+        thick = (hi - lo) * abs(frame.s_n)
+        mid = 0.5 * (lo + hi)
+        good = inside[sel] & (mid >= -0.5) & (mid <= K - 0.5) & (thick > 0)
+        outside += float(np.sum(area[sel][~good] * np.maximum(thick[~good], 0.0))) / 1000.0
+        sel, lo, hi, thick = sel[good], lo[good], hi[good], thick[good]
+        if not sel.size:
+            continue
+        va, ga_r, ga_c = _trilinear(arr, lo, r[sel], c[sel])
+        vb, gb_r, gb_c = _trilinear(arr, hi, r[sel], c[sel])
+        g_r = 0.5 * (ga_r + gb_r) / f[0]
+        g_c = 0.5 * (ga_c + gb_c) / f[1]
+        ds.append(0.5 * (va + vb))
+        hs.append(0.5 * np.sqrt((vb - va) ** 2 + g_r * g_r + g_c * g_c))
+        ws.append(area[sel] * thick / 1000.0)
+        dmin = min(dmin, float(va.min()), float(vb.min()))
+        dmax = max(dmax, float(va.max()), float(vb.max()))
+    return Samples(_cat(ds), _cat(hs), _cat(ws), outside, dmin, dmax), outside
+
+
+def _cat(arrays: list[NDArray]) -> NDArray:
+    return np.concatenate(arrays) if arrays else np.empty(0)
+
+
+def _merge(parts: list[Samples]) -> Samples:
+    return Samples(_cat([p.doses for p in parts]), _cat([p.half for p in parts]), _cat([p.weights for p in parts]),
+                   float(sum(p.outside_cc for p in parts)),
+                   float(min([p.dmin for p in parts], default=np.inf)),
+                   float(max([p.dmax for p in parts], default=-np.inf)))
+
+
+def _coverage_samples(arr: NDArray, fr: _Frame, lat: _Lattice, layers: list[Layer],
+                      idx_rings: list[list[NDArray[np.float64]]]) -> tuple[Samples, NDArray, NDArray, NDArray]:
+    """Samples of slab layers on a lattice with exact coverage; also the stacked (layers * rows, cols)
+    coverage and centroid offsets."""
+    nr, nc = lat.shape
     # Every layer's lattice stacked along the rows: one exact coverage pass for the whole solid.
-    rings = [(r - lo_rc) * f - 0.5 + np.array([j * nr, 0.0]) for j, rr in enumerate(idx_rings) for r in rr]
+    rings = [r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)]
     cov, oy, ox = coverage(rings, (len(layers) * nr, nc), moments=True)
     ii, jj = np.nonzero(cov)
     layer_of = ii // nr
-    row = ii - layer_of * nr
-    r_idx = lo_rc[0] + (row + 0.5 + oy[ii, jj]) / f[0]
-    c_idx = lo_rc[1] + (jj + 0.5 + ox[ii, jj]) / f[1]
-    area = cov[ii, jj] * px_area
-    inplane = (r_idx > -0.5) & (r_idx < R - 0.5) & (c_idx > -0.5) & (c_idx < C - 0.5)
-    bounds = np.searchsorted(layer_of, np.arange(len(layers) + 1))
+    r_idx, c_idx = lat.to_rc(ii - layer_of * nr + oy[ii, jj], jj + ox[ii, jj])
+    area = cov[ii, jj] * lat.pixel_area
+    zab = np.sort(np.array([[fr.k(lay.lo), fr.k(lay.hi)] for lay in layers]), axis=1)
+    smp, _ = _depth_samples(arr, fr, r_idx, c_idx, area, zab[layer_of, 0], zab[layer_of, 1], lat.f)
+    faces = [(t, rr) for lay, rr in zip(layers, idx_rings, strict=True) for t in (lay.lo, lay.hi)]
+    vmin, vmax = _vertex_extremes(arr, fr, faces)
+    smp.dmin, smp.dmax = min(smp.dmin, vmin), max(smp.dmax, vmax)
+    return smp, cov, oy, ox
 
-    # Pieces along the normal: each layer split at the dose slices (the dose is linear between them).
-    pts_sel, z0s, z1s, thick = [], [], [], []
-    outside = 0.0
-    for j in range(len(layers)):
-        b0, b1 = bounds[j], bounds[j + 1]
-        if b0 == b1:
-            continue
-        za, zb = zab[j]
-        cuts = {za, zb}
-        cuts.update(float(k) for k in range(max(0, int(np.ceil(za))), min(K, int(np.floor(zb)) + 1)))
-        cuts.update(e for e in (-0.5, K - 0.5) if za < e < zb)
-        cuts = sorted(cuts)
-        sel = b0 + np.flatnonzero(inplane[b0:b1])
-        area_out = float(area[b0:b1].sum() - area[sel].sum())
-        for z0, z1 in zip(cuts[:-1], cuts[1:], strict=False):
-            t = (z1 - z0) * abs(s_n)
-            if t <= 0:
-                continue
-            if not -0.5 <= 0.5 * (z0 + z1) <= K - 0.5:
-                outside += float(area[b0:b1].sum()) * t / 1000.0
-                continue
-            outside += area_out * t / 1000.0
-            if sel.size:
-                pts_sel.append(sel)
-                z0s.append(np.full(sel.size, z0))
-                z1s.append(np.full(sel.size, z1))
-                thick.append(t)
-    if not pts_sel:
-        return Samples(np.empty(0), np.empty(0), np.empty(0), outside, np.inf, -np.inf)
-    counts = [len(p) for p in pts_sel]
-    p = np.concatenate(pts_sel)
-    z0, z1 = np.concatenate(z0s), np.concatenate(z1s)
-    w = area[p] * np.repeat(np.asarray(thick) / 1000.0, counts)
+
+def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[np.float64]]],
+                 resolution: float | None) -> _Lattice:
+    K = fr.shape[0]
+    zab = np.sort(np.array([[fr.k(lay.lo), fr.k(lay.hi)] for lay in layers]), axis=1)
+    pieces = np.floor(np.minimum(zab[:, 1], K)) - np.ceil(np.maximum(zab[:, 0], -1)) + 2
+    res = _resolution(layers, np.maximum(pieces, 1), fr.pixel_mm, resolution)
+    return _Lattice.around(fr, [r for rr in idx_rings for r in rr], res)
+
+
+def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None) -> Samples:
+    """Samples of the layers' solid in a dose grid whose slices are parallel to the layers."""
+    if not layers:
+        return Samples(np.empty(0), np.empty(0), np.empty(0), 0.0, np.inf, -np.inf)
+    fr = _Frame.of(dose.grid, stack)
+    idx_rings = [fr.rings_rc(lay.rings, lay.position) for lay in layers]
+    lat = _lattice_for(fr, layers, idx_rings, resolution)
+    return _coverage_samples(dose.array, fr, lat, layers, idx_rings)[0]
+
+
+# ------------------------------------------------------------------ smooth solid
+# between_planes="smooth": between two contour planes the surface is interpolated instead of
+# stepping half-way.  At every lattice pixel the in-plane signed distances d_j to each plane's
+# boundary, against the planes' positions z_j, trace the surface's profile in the (d, z)
+# plane; a G1 curve through those points (cubic Hermite pieces whose tangents are those of the
+# circle through each point and its two neighbours, and of the circle through the last three
+# points at an end) is followed from plane to plane, and the pixel is inside where the curve has
+# d < 0.  Circular arcs are reproduced to ~1e-4 of their radius, so spheres, cylinders and cones
+# at any orientation (the analytical shapes of Nelms et al. 2015), and their closing poles,
+# come out right; the half-slice end caps beyond the first and last planes stay slabs.
+CURVE_STEPS = 16
+
+
+def _runs(stack: Any) -> list[list[int]]:
+    """Plane indices in connected runs (a gap wider than 1.5 spacings starts a new run)."""
+    runs: list[list[int]] = []
+    prev = None
+    for i, p in enumerate(stack.planes):
+        if prev is None or p.position - prev > 1.5 * stack.spacing + 1e-9:
+            runs.append([])
+        runs[-1].append(i)
+        prev = p.position
+    return runs
+
+
+class _Boundary:
+    """Exact distance (mm) from in-plane points to one plane's ring edges."""
+
+    def __init__(self, rings: list[NDArray[np.float64]], step: float) -> None:
+        from scipy.spatial import cKDTree
+
+        a, b = [], []
+        for r in rings:
+            r = np.asarray(r, dtype=np.float64)[:, :2]
+            if len(r) > 1 and np.array_equal(r[0], r[-1]):
+                r = r[:-1]
+            a.append(r)
+            b.append(np.roll(r, -1, axis=0))
+        self.a, self.b = np.concatenate(a), np.concatenate(b)
+        length = np.linalg.norm(self.b - self.a, axis=1)
+        n = np.maximum(1, np.ceil(length / step)).astype(np.intp)
+        seg = np.repeat(np.arange(len(n)), n)
+        t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
+        pts = self.a[seg] + t[:, None] * (self.b[seg] - self.a[seg])
+        self.seg = seg
+        self.tree = cKDTree(pts)
+        self.k = min(4, len(pts))
+
+    def distance(self, q: NDArray[np.float64]) -> NDArray[np.float64]:
+        if not len(q):
+            return np.empty(0)
+        _, idx = self.tree.query(q, k=self.k)
+        idx = idx.reshape(len(q), -1)
+        best = np.full(len(q), np.inf)
+        for col in range(idx.shape[1]):
+            s = self.seg[idx[:, col]]
+            a, ab = self.a[s], self.b[s] - self.a[s]
+            t = np.clip(np.einsum("ij,ij->i", q - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300), 0, 1)
+            best = np.minimum(best, np.linalg.norm(q - a - t[:, None] * ab, axis=1))
+        return best
+
+
+def _unit(v: NDArray) -> NDArray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-300)
+
+
+def _circle_tangent(pm: NDArray, p: NDArray, pp: NDArray) -> NDArray:
+    """Unit tangent at ``p`` of the circle through ``pm, p, pp`` (the line if collinear), pointing on."""
+    a, b = p - pm, pp - p
+    la = np.linalg.norm(a, axis=-1, keepdims=True)
+    lb = np.linalg.norm(b, axis=-1, keepdims=True)
+    return _unit(_unit(a) * lb + _unit(b) * la)
+
+
+def _end_tangent(p0: NDArray, p1: NDArray, p2: NDArray) -> NDArray:
+    """Unit tangent at ``p0`` of the circle through ``p0, p1, p2``, pointing towards ``p1``."""
+    t1 = _circle_tangent(p0, p1, p2)
+    u = _unit(p1 - p0)
+    return 2 * np.sum(t1 * u, axis=-1, keepdims=True) * u - t1
+
+
+def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> tuple[NDArray, NDArray]:
+    """Length along z of the Hermite curve p0 -> p1 where d < 0, and the centroid z of that part.
+
+    Points are (..., 2) arrays (d, z); tangents unit, scaled by the chord length.
+    """
+    chord = np.linalg.norm(p1 - p0, axis=-1, keepdims=True)
+    s = np.linspace(0.0, 1.0, CURVE_STEPS + 1)[:, None, None]
+    h00 = 2 * s**3 - 3 * s**2 + 1
+    h10 = s**3 - 2 * s**2 + s
+    h01 = -2 * s**3 + 3 * s**2
+    h11 = s**3 - s**2
+    curve = h00 * p0 + h10 * chord * t0 + h01 * p1 + h11 * chord * t1
+    d, z = curve[..., 0], curve[..., 1]
+    da, db, za, zb = d[:-1], d[1:], z[:-1], z[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(da < db, da, db) / (np.where(da < db, da, db) - np.where(da < db, db, da))
+    # the inside part of each step: all, none, or from the inside end to the crossing
+    frac = np.where((da < 0) & (db < 0), 1.0, np.where((da >= 0) & (db >= 0), 0.0, np.nan_to_num(x)))
+    zin = np.where(da < db, za, zb)  # the inside end when the step crosses
+    zcross = zin + frac * np.where(da < db, zb - za, za - zb)
+    mid = np.where(frac >= 1.0, 0.5 * (za + zb), 0.5 * (zin + zcross))
+    length = frac * np.abs(zb - za)
+    total = length.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = np.where(total > 0, (length * mid).sum(axis=0) / total, 0.0)
+    return total, centre
+
+
+def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
+    import shapely
+    from shapely.geometry import Polygon
+    from shapely.geometry.polygon import orient
+
+    out = []
+    for poly in shapely.get_parts(region):
+        if isinstance(poly, Polygon) and not poly.is_empty:
+            poly = orient(poly, 1.0)
+            out.append(np.asarray(poly.exterior.coords))
+            out.extend(np.asarray(r.coords) for r in poly.interiors)
+    return out
+
+
+def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
+    """Samples of the smoothly interpolated solid (see above) in an aligned dose grid.
+
+    Between planes j and j+1 the solid is the *core* (the intersection of the two regions,
+    inside over the whole gap: exact coverage, like the slab layers) plus, at every lattice
+    pixel not wholly in the core, the part of the gap where the interpolated profile is inside,
+    evaluated at the centroid of the pixel's non-core part.
+    """
+    import shapely
+    from scipy.ndimage import distance_transform_edt
+
+    from ._raster import centers_inside
+
+    planes = stack.planes
+    fr = _Frame.of(dose.grid, stack)
     arr = dose.array
-    va, ga_r, ga_c = _trilinear(arr, z0, r_idx[p], c_idx[p])
-    vb, gb_r, gb_c = _trilinear(arr, z1, r_idx[p], c_idx[p])
-    g_r = 0.5 * (ga_r + gb_r) / f[0]
-    g_c = 0.5 * (ga_c + gb_c) / f[1]
-    d = 0.5 * (va + vb)
-    h = 0.5 * np.sqrt((vb - va) ** 2 + g_r * g_r + g_c * g_c)
-    # Extremes: over the samples' faces and every contour vertex on both faces of its layer.
-    surf = []
-    for lay, rr in zip(layers, idx_rings, strict=True):
-        for z in ((lay.lo - o_n) / s_n, (lay.hi - o_n) / s_n):
-            for r in rr:
-                surf.append(np.c_[np.full(len(r), z), r])
-    sp = np.concatenate(surf)
-    ok = np.all((sp > -0.5) & (sp < np.array([K, R, C]) - 0.5), axis=1)
-    vs = _trilinear(arr, sp[ok, 0], sp[ok, 1], sp[ok, 2])[0] if ok.any() else np.empty(0)
-    dmin = float(min(va.min(), vb.min(), vs.min(initial=np.inf)))
-    dmax = float(max(va.max(), vb.max(), vs.max(initial=-np.inf)))
-    return Samples(d, h, w, outside, dmin, dmax)
+    layers = slab_layers(stack)
+    z = np.array([p.position for p in planes])
+    idx_rings = [fr.rings_rc(lay.rings, lay.position) for lay in layers]
+    lat = _lattice_for(fr, layers, idx_rings, resolution)
+    nr, nc = lat.shape
+    px = fr.pixel_mm / lat.f  # lattice pixel size (mm)
+    diag = float(np.hypot(*px))
+    g = dose.grid
+    # lattice (i, j) -> plane (u, v), mm (affine)
+    w3 = g.index_to_world(np.array([[0.0, *lat.to_rc(np.array(0.0), np.array(0.0))],
+                                    [0.0, *lat.to_rc(np.array(1.0), np.array(0.0))],
+                                    [0.0, *lat.to_rc(np.array(0.0), np.array(1.0))]]))
+    uv3 = np.c_[w3 @ stack.e1, w3 @ stack.e2]
+    uv0, du, dv = uv3[0], uv3[1] - uv3[0], uv3[2] - uv3[0]
+
+    approx: dict[int, NDArray[np.float64]] = {}
+    inside_c: dict[int, NDArray[np.bool_]] = {}
+    bounds: dict[int, _Boundary] = {}
+
+    def rough(j: int) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+        """Centre-inside mask and approximate signed distance (mm) on the lattice, flattened."""
+        if j not in approx:
+            m = centers_inside(lat.rings(idx_rings[j]), (nr, nc))
+            if m.any():
+                d = distance_transform_edt(~m, sampling=px) - distance_transform_edt(m, sampling=px)
+            else:
+                d = np.full((nr, nc), np.inf)
+            approx[j], inside_c[j] = d.ravel(), m.ravel()
+        return inside_c[j], approx[j]
+
+    def exact(j: int, q: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Signed distance (mm, < 0 inside) of plane points q (N, 2) to plane j's boundary."""
+        if j not in bounds:
+            bounds[j] = _Boundary(layers[j].rings, 0.5 * float(px.min()))
+            shapely.prepare(planes[j].region)
+        d = bounds[j].distance(q)
+        return np.where(shapely.contains_xy(planes[j].region, q[:, 0], q[:, 1]), -d, d)
+
+    caps: list[Layer] = []
+    cores: list[Layer] = []
+    gaps: list[tuple[list[int], int]] = []
+    for run in _runs(stack):
+        first, last = run[0], run[-1]
+        if len(run) == 1:
+            caps.append(layers[first])
+            continue
+        caps.append(Layer(layers[first].lo, z[first], z[first], layers[first].rings, layers[first].area))
+        caps.append(Layer(z[last], layers[last].hi, z[last], layers[last].rings, layers[last].area))
+        for gi in range(len(run) - 1):
+            ja, jb = run[gi], run[gi + 1]
+            core = shapely.intersection(planes[ja].region, planes[jb].region)
+            cores.append(Layer(z[ja], z[jb], z[ja], _oriented_rings(core), float(core.area)))
+            gaps.append((run, gi))
+    parts = []
+    if caps:
+        parts.append(sample_aligned(dose, stack, caps, resolution))
+    cols_q, cols_w, cols_a, cols_b = [], [], [], []
+    split_q, split_w, split_a, split_b = [], [], [], []
+    if cores:
+        core_rings = [fr.rings_rc(lay.rings, lay.position) for lay in cores]
+        smp, cov, oy, ox = _coverage_samples(arr, fr, lat, cores, core_rings)
+        parts.append(smp)
+        # each plane's own coverage, for the gaps whose band the lattice does not resolve
+        plane_cov = coverage([r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)],
+                             (len(planes) * nr, nc))
+        for c, (run, gi) in enumerate(gaps):
+            ja, jb = run[gi], run[gi + 1]
+            band = 0.5 * (z[jb] - z[ja]) + diag
+            cv = cov[c * nr:(c + 1) * nr].ravel()
+            ina, da = rough(ja)
+            inb, db = rough(jb)
+            cand = np.flatnonzero((cv < 1.0 - 1e-9) & (ina | inb | (np.abs(da) < band) | (np.abs(db) < band)))
+            if not cand.size:
+                continue
+            # query point: the centroid of the pixel's part outside the core
+            cc = cv[cand]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                k = np.where(cc > 0, -cc / (1.0 - cc), 0.0)
+            qi = cand // nc + k * oy[c * nr:(c + 1) * nr].ravel()[cand]
+            qj = cand % nc + k * ox[c * nr:(c + 1) * nr].ravel()[cand]
+            q = uv0 + qi[:, None] * du + qj[:, None] * dv
+            js = [run[x] for x in range(max(gi - 1, 0), min(gi + 3, len(run)))]
+            pts = {j: np.stack([exact(j, q), np.full(len(q), z[j])], axis=-1) for j in js}
+            p0, p1 = pts[ja], pts[jb]
+            prev = run[gi - 1] if gi > 0 else None
+            nxt = run[gi + 2] if gi + 2 < len(run) else None
+            if prev is not None:
+                t0 = _circle_tangent(pts[prev], p0, p1)
+            elif nxt is not None:
+                t0 = _end_tangent(p0, p1, pts[nxt])
+            else:
+                t0 = _unit(p1 - p0)
+            if nxt is not None:
+                t1 = _circle_tangent(p0, p1, pts[nxt])
+            elif prev is not None:
+                t1 = -_end_tangent(p1, p0, pts[prev])
+            else:
+                t1 = _unit(p1 - p0)
+            length, centre = _inside_along_curve(p0, p1, t0, t1)
+            # Where the band between the two contours is narrower than two lattice pixels the
+            # profile is not resolved: there the non-core part keeps the slab split (each plane's
+            # region over its half of the gap, exact coverage), which is right to second order.
+            resolved = np.abs(p0[:, 0] - p1[:, 0]) >= 2.0 * diag
+            keep = resolved & (length > 1e-9)
+            lo = np.clip(centre[keep] - 0.5 * length[keep], z[ja], z[jb])
+            cols_q.append(np.c_[qi[keep], qj[keep]])
+            cols_w.append((1.0 - cc[keep]) * lat.pixel_area)
+            cols_a.append(lo)
+            cols_b.append(np.minimum(lo + length[keep], z[jb]))
+            coarse = ~resolved
+            mid = 0.5 * (z[ja] + z[jb])
+            for j, za, zb in ((ja, z[ja], mid), (jb, mid, z[jb])):
+                own = plane_cov[j * nr:(j + 1) * nr].ravel()[cand[coarse]] - cc[coarse]
+                use = own > 1e-12
+                split_q.append(np.c_[qi[coarse][use], qj[coarse][use]])
+                split_w.append(own[use] * lat.pixel_area)
+                split_a.append(np.full(int(use.sum()), za))
+                split_b.append(np.full(int(use.sum()), zb))
+    for qs, ws, zas, zbs, extremes in ((cols_q, cols_w, cols_a, cols_b, True),
+                                       (split_q, split_w, split_a, split_b, False)):
+        if not qs:
+            continue
+        q = np.concatenate(qs)
+        r, c = lat.to_rc(q[:, 0], q[:, 1])
+        ka, kb = fr.k(np.concatenate(zas)), fr.k(np.concatenate(zbs))
+        smp, _ = _depth_samples(arr, fr, r, c, np.concatenate(ws), np.minimum(ka, kb), np.maximum(ka, kb), lat.f)
+        if not extremes:  # their dose point may lie just outside the solid
+            smp.dmin, smp.dmax = np.inf, -np.inf
+        parts.append(smp)
+    out = _merge(parts)
+    vmin, vmax = _vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])
+    out.dmin, out.dmax = min(out.dmin, vmin), max(out.dmax, vmax)
+    return out

@@ -574,7 +574,10 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
 
     stack = structure._stack
     if engine.is_aligned(dose.grid, stack.normal):
-        smp = engine.sample_aligned(dose, stack, engine.slab_layers(stack), resolution)
+        if between_planes == "smooth":
+            smp = engine.sample_smooth(dose, stack, resolution)
+        else:
+            smp = engine.sample_aligned(dose, stack, engine.slab_layers(stack), resolution)
         outside_cc = smp.outside_cc
         if outside_cc > 0:
             warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
