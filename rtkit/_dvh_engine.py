@@ -16,8 +16,8 @@ contour planes (the usual case) each layer is handled exactly:
   in-plane variation across a lattice pixel (from the local bilinear
   gradient) widens that spread (their variances add).
 
-Other grids (oblique to the contour planes) fall back to a fine 3-D grid with
-exact fractional occupancy and sub-point sampling of partly occupied voxels.
+Dose grids oblique to the contour planes are first resampled (trilinear) onto a
+grid aligned with them (see ``rtkit.dvh``).
 
 Each sample is ``(dose, half_width, weight_cc)``: its volume is spread
 uniformly over ``dose +- half_width``.  ``DVH.from_samples`` turns samples
@@ -38,8 +38,6 @@ from ._raster import coverage
 # in-plane pixel is never larger than the dose pixel, and along the normal the split is exact.
 TARGET_SAMPLES = 40_000
 MIN_RESOLUTION_MM = 0.05
-_GENERAL_TARGET = 50_000
-_SUB = 4
 
 
 @dataclass
@@ -220,6 +218,13 @@ def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: ND
             continue
         va, ga_r, ga_c = _trilinear(arr, lo, r[sel], c[sel])
         vb, gb_r, gb_c = _trilinear(arr, hi, r[sel], c[sel])
+        known = np.isfinite(va) & np.isfinite(vb)  # a resampled dose is NaN outside the original grid
+        if not known.all():
+            outside += float(np.sum(area[sel][~known] * thick[~known])) / 1000.0
+            sel, thick = sel[known], thick[known]
+            va, ga_r, ga_c, vb, gb_r, gb_c = (x[known] for x in (va, ga_r, ga_c, vb, gb_r, gb_c))
+            if not sel.size:
+                continue
         g_r = 0.5 * (ga_r + gb_r) / f[0]
         g_c = 0.5 * (ga_c + gb_c) / f[1]
         ds.append(0.5 * (va + vb))
@@ -291,6 +296,7 @@ def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float
 # at any orientation (the analytical shapes of Nelms et al. 2015), and their closing poles,
 # come out right; the half-slice end caps beyond the first and last planes stay slabs.
 CURVE_STEPS = 16
+BOUNDARY_STEP_MM = 1.0  # edge resampling for the nearest-edge search (distances are exact to edges)
 
 
 def _runs(stack: Any) -> list[list[int]]:
@@ -305,19 +311,27 @@ def _runs(stack: Any) -> list[list[int]]:
     return runs
 
 
-class _Boundary:
-    """Exact distance (mm) from in-plane points to one plane's ring edges."""
+class _Boundaries:
+    """Exact distance (mm) from in-plane points to the ring edges of given planes.
 
-    def __init__(self, rings: list[NDArray[np.float64]], step: float) -> None:
+    One k-d tree over points resampled along every plane's edges (planes kept apart by a huge
+    offset in a third coordinate) finds candidate edges; the distance to those is exact.
+    """
+
+    _APART = 1e7
+
+    def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
         from scipy.spatial import cKDTree
 
-        a, b = [], []
-        for r in rings:
-            r = np.asarray(r, dtype=np.float64)[:, :2]
-            if len(r) > 1 and np.array_equal(r[0], r[-1]):
-                r = r[:-1]
-            a.append(r)
-            b.append(np.roll(r, -1, axis=0))
+        a, b, plane = [], [], []
+        for j, rings in enumerate(rings_per_plane):
+            for r in rings:
+                r = np.asarray(r, dtype=np.float64)[:, :2]
+                if len(r) > 1 and np.array_equal(r[0], r[-1]):
+                    r = r[:-1]
+                a.append(r)
+                b.append(np.roll(r, -1, axis=0))
+                plane.append(np.full(len(r), j, dtype=np.float64))
         self.a, self.b = np.concatenate(a), np.concatenate(b)
         length = np.linalg.norm(self.b - self.a, axis=1)
         n = np.maximum(1, np.ceil(length / step)).astype(np.intp)
@@ -325,21 +339,21 @@ class _Boundary:
         t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
         pts = self.a[seg] + t[:, None] * (self.b[seg] - self.a[seg])
         self.seg = seg
-        self.tree = cKDTree(pts)
-        self.k = min(4, len(pts))
+        self.tree = cKDTree(np.c_[pts, np.concatenate(plane)[seg] * self._APART])
+        self.k = min(3, len(pts))
 
-    def distance(self, q: NDArray[np.float64]) -> NDArray[np.float64]:
+    def distance(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Distance from q[i] (N, 2) to the edges of plane[i]."""
         if not len(q):
             return np.empty(0)
-        _, idx = self.tree.query(q, k=self.k)
-        idx = idx.reshape(len(q), -1)
-        best = np.full(len(q), np.inf)
-        for col in range(idx.shape[1]):
-            s = self.seg[idx[:, col]]
-            a, ab = self.a[s], self.b[s] - self.a[s]
-            t = np.clip(np.einsum("ij,ij->i", q - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300), 0, 1)
-            best = np.minimum(best, np.linalg.norm(q - a - t[:, None] * ab, axis=1))
-        return best
+        _, idx = self.tree.query(np.c_[q, plane * self._APART], k=self.k)
+        s = self.seg[idx.reshape(len(q), -1)]  # (N, k) candidate segments
+        a = self.a[s]
+        ab = self.b[s] - a
+        aq = q[:, None, :] - a
+        t = np.clip((aq * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-300), 0.0, 1.0)
+        e = aq - t[..., None] * ab
+        return np.sqrt((e * e).sum(-1).min(axis=1))
 
 
 def _unit(v: NDArray) -> NDArray:
@@ -361,8 +375,9 @@ def _end_tangent(p0: NDArray, p1: NDArray, p2: NDArray) -> NDArray:
     return 2 * np.sum(t1 * u, axis=-1, keepdims=True) * u - t1
 
 
-def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> tuple[NDArray, NDArray]:
-    """Length along z of the Hermite curve p0 -> p1 where d < 0, and the centroid z of that part.
+def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+    """Length along z of the Hermite curve p0 -> p1 where d < 0, the centroid z of that part, and
+    the length a narrow band next to p0's contour stays inside (see below).
 
     Points are (..., 2) arrays (d, z); tangents unit, scaled by the chord length.
     """
@@ -386,7 +401,14 @@ def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> t
     total = length.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         centre = np.where(total > 0, (length * mid).sum(axis=0) / total, 0.0)
-    return total, centre
+        # For a band narrower than a pixel, the contours are locally parallel and the curves of
+        # the band's points are translates of one another: the inside fraction of the band at
+        # height z is 1 - nu(z), nu the curve's progress from d0 to d1 (trapezoid rule in z).
+        w = p1[..., 0] - p0[..., 0]
+        nu = np.where(np.abs(w) > 1e-12, (d - p0[..., 0]) / w, (z - p0[..., 1]) / (p1[..., 1] - p0[..., 1]))
+    nu = np.clip(nu, 0.0, 1.0)
+    keep_a = (0.5 * ((1 - nu[:-1]) + (1 - nu[1:])) * np.abs(zb - za)).sum(axis=0)
+    return total, centre, keep_a
 
 
 def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
@@ -406,15 +428,17 @@ def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
 def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     """Samples of the smoothly interpolated solid (see above) in an aligned dose grid.
 
-    Between planes j and j+1 the solid is the *core* (the intersection of the two regions,
-    inside over the whole gap: exact coverage, like the slab layers) plus, at every lattice
-    pixel not wholly in the core, the part of the gap where the interpolated profile is inside,
-    evaluated at the centroid of the pixel's non-core part.
+    Between planes a and b the solid is the *core* (inside both regions: inside over the whole
+    gap; its per-pixel coverage is the smaller of the two planes' exact coverages, exact where
+    the two contours are nested within the pixel) plus, at every lattice pixel not wholly in the
+    core, the part of the gap where the interpolated profile is inside, evaluated at the
+    centroid of the pixel's non-core part.  Where the band between the two contours is
+    narrower than two lattice pixels the profile is not resolved; there the non-core part keeps
+    the slab split (each plane's own region over its half of the gap, exact coverage), which
+    is right to second order in the contour spacing.
     """
     import shapely
-    from scipy.ndimage import distance_transform_edt
-
-    from ._raster import centers_inside
+    from scipy.ndimage import binary_dilation
 
     planes = stack.planes
     fr = _Frame.of(dose.grid, stack)
@@ -424,6 +448,7 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     idx_rings = [fr.rings_rc(lay.rings, lay.position) for lay in layers]
     lat = _lattice_for(fr, layers, idx_rings, resolution)
     nr, nc = lat.shape
+    npx = nr * nc
     px = fr.pixel_mm / lat.f  # lattice pixel size (mm)
     diag = float(np.hypot(*px))
     g = dose.grid
@@ -434,33 +459,10 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     uv3 = np.c_[w3 @ stack.e1, w3 @ stack.e2]
     uv0, du, dv = uv3[0], uv3[1] - uv3[0], uv3[2] - uv3[0]
 
-    approx: dict[int, NDArray[np.float64]] = {}
-    inside_c: dict[int, NDArray[np.bool_]] = {}
-    bounds: dict[int, _Boundary] = {}
-
-    def rough(j: int) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-        """Centre-inside mask and approximate signed distance (mm) on the lattice, flattened."""
-        if j not in approx:
-            m = centers_inside(lat.rings(idx_rings[j]), (nr, nc))
-            if m.any():
-                d = distance_transform_edt(~m, sampling=px) - distance_transform_edt(m, sampling=px)
-            else:
-                d = np.full((nr, nc), np.inf)
-            approx[j], inside_c[j] = d.ravel(), m.ravel()
-        return inside_c[j], approx[j]
-
-    def exact(j: int, q: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Signed distance (mm, < 0 inside) of plane points q (N, 2) to plane j's boundary."""
-        if j not in bounds:
-            bounds[j] = _Boundary(layers[j].rings, 0.5 * float(px.min()))
-            shapely.prepare(planes[j].region)
-        d = bounds[j].distance(q)
-        return np.where(shapely.contains_xy(planes[j].region, q[:, 0], q[:, 1]), -d, d)
-
+    runs = _runs(stack)
     caps: list[Layer] = []
-    cores: list[Layer] = []
-    gaps: list[tuple[list[int], int]] = []
-    for run in _runs(stack):
+    gaps: list[tuple[int, int, int | None, int | None]] = []  # (a, b, previous, next) plane indices
+    for run in runs:
         first, last = run[0], run[-1]
         if len(run) == 1:
             caps.append(layers[first])
@@ -468,75 +470,97 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
         caps.append(Layer(layers[first].lo, z[first], z[first], layers[first].rings, layers[first].area))
         caps.append(Layer(z[last], layers[last].hi, z[last], layers[last].rings, layers[last].area))
         for gi in range(len(run) - 1):
-            ja, jb = run[gi], run[gi + 1]
-            core = shapely.intersection(planes[ja].region, planes[jb].region)
-            cores.append(Layer(z[ja], z[jb], z[ja], _oriented_rings(core), float(core.area)))
-            gaps.append((run, gi))
-    parts = []
-    if caps:
-        parts.append(sample_aligned(dose, stack, caps, resolution))
-    cols_q, cols_w, cols_a, cols_b = [], [], [], []
-    split_q, split_w, split_a, split_b = [], [], [], []
-    if cores:
-        core_rings = [fr.rings_rc(lay.rings, lay.position) for lay in cores]
-        smp, cov, oy, ox = _coverage_samples(arr, fr, lat, cores, core_rings)
-        parts.append(smp)
-        # each plane's own coverage, for the gaps whose band the lattice does not resolve
-        plane_cov = coverage([r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)],
-                             (len(planes) * nr, nc))
-        for c, (run, gi) in enumerate(gaps):
-            ja, jb = run[gi], run[gi + 1]
-            band = 0.5 * (z[jb] - z[ja]) + diag
-            cv = cov[c * nr:(c + 1) * nr].ravel()
-            ina, da = rough(ja)
-            inb, db = rough(jb)
-            cand = np.flatnonzero((cv < 1.0 - 1e-9) & (ina | inb | (np.abs(da) < band) | (np.abs(db) < band)))
-            if not cand.size:
-                continue
-            # query point: the centroid of the pixel's part outside the core
-            cc = cv[cand]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                k = np.where(cc > 0, -cc / (1.0 - cc), 0.0)
-            qi = cand // nc + k * oy[c * nr:(c + 1) * nr].ravel()[cand]
-            qj = cand % nc + k * ox[c * nr:(c + 1) * nr].ravel()[cand]
-            q = uv0 + qi[:, None] * du + qj[:, None] * dv
-            js = [run[x] for x in range(max(gi - 1, 0), min(gi + 3, len(run)))]
-            pts = {j: np.stack([exact(j, q), np.full(len(q), z[j])], axis=-1) for j in js}
-            p0, p1 = pts[ja], pts[jb]
-            prev = run[gi - 1] if gi > 0 else None
-            nxt = run[gi + 2] if gi + 2 < len(run) else None
-            if prev is not None:
-                t0 = _circle_tangent(pts[prev], p0, p1)
-            elif nxt is not None:
-                t0 = _end_tangent(p0, p1, pts[nxt])
-            else:
-                t0 = _unit(p1 - p0)
-            if nxt is not None:
-                t1 = _circle_tangent(p0, p1, pts[nxt])
-            elif prev is not None:
-                t1 = -_end_tangent(p1, p0, pts[prev])
-            else:
-                t1 = _unit(p1 - p0)
-            length, centre = _inside_along_curve(p0, p1, t0, t1)
-            # Where the band between the two contours is narrower than two lattice pixels the
-            # profile is not resolved: there the non-core part keeps the slab split (each plane's
-            # region over its half of the gap, exact coverage), which is right to second order.
-            resolved = np.abs(p0[:, 0] - p1[:, 0]) >= 2.0 * diag
-            keep = resolved & (length > 1e-9)
-            lo = np.clip(centre[keep] - 0.5 * length[keep], z[ja], z[jb])
-            cols_q.append(np.c_[qi[keep], qj[keep]])
-            cols_w.append((1.0 - cc[keep]) * lat.pixel_area)
-            cols_a.append(lo)
-            cols_b.append(np.minimum(lo + length[keep], z[jb]))
-            coarse = ~resolved
-            mid = 0.5 * (z[ja] + z[jb])
-            for j, za, zb in ((ja, z[ja], mid), (jb, mid, z[jb])):
-                own = plane_cov[j * nr:(j + 1) * nr].ravel()[cand[coarse]] - cc[coarse]
-                use = own > 1e-12
-                split_q.append(np.c_[qi[coarse][use], qj[coarse][use]])
-                split_w.append(own[use] * lat.pixel_area)
-                split_a.append(np.full(int(use.sum()), za))
-                split_b.append(np.full(int(use.sum()), zb))
+            gaps.append((run[gi], run[gi + 1], run[gi - 1] if gi > 0 else None,
+                         run[gi + 2] if gi + 2 < len(run) else None))
+    parts = [sample_aligned(dose, stack, caps, resolution)] if caps else []
+    if not gaps:
+        return _merge(parts)
+
+    # Every plane's exact coverage and centroids on the lattice (one pass).
+    rings = [r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)]
+    cov, oy, ox = (x.reshape(len(planes), npx) for x in coverage(rings, (len(planes) * nr, nc), moments=True))
+    gap_planes = sorted({j for ga in gaps for j in ga if j is not None})
+    boundaries = _Boundaries([layers[j].rings if j in gap_planes else [] for j in range(len(planes))],
+                             BOUNDARY_STEP_MM)
+    regions = np.array([p.region for p in planes], dtype=object)
+    shapely.prepare(regions[gap_planes])
+
+    def signed_distances(planes_of: NDArray[np.intp], q: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Signed distance (mm, < 0 inside; nearest edge, even-odd sign) of plane points q[i] to
+        plane planes_of[i] (-1: none, 0 returned)."""
+        out = np.zeros(len(q))
+        sel = np.flatnonzero(planes_of >= 0)
+        d = boundaries.distance(planes_of[sel], q[sel])
+        inside = shapely.contains_xy(regions[planes_of[sel]], q[sel, 0], q[sel, 1])
+        out[sel] = np.where(inside, -d, d)
+        return out
+
+    ga = np.array(gaps, dtype=object)
+    A, B = ga[:, 0].astype(np.intp), ga[:, 1].astype(np.intp)
+    PREV = np.array([-1 if x is None else x for x in ga[:, 2]], dtype=np.intp)
+    NEXT = np.array([-1 if x is None else x for x in ga[:, 3]], dtype=np.intp)
+    ca, cb = cov[A], cov[B]
+    smaller = ca <= cb
+    core = np.where(smaller, ca, cb)
+    core_oy = np.where(smaller, oy[A], oy[B])
+    core_ox = np.where(smaller, ox[A], ox[B])
+    cols_q, cols_w, cols_a, cols_b = [], [], [], []  # columns whose dose point is inside
+    split_q, split_w, split_a, split_b = [], [], [], []  # slab split: dose point in the pixel
+    # the core: inside over the whole gap
+    gi, pix = np.nonzero(core > 0)
+    cols_q.append(np.c_[pix // nc + core_oy[gi, pix], pix % nc + core_ox[gi, pix]])
+    cols_w.append(core[gi, pix] * lat.pixel_area)
+    cols_a.append(z[A[gi]])
+    cols_b.append(z[B[gi]])
+    # the rest of every pixel touching either region (or next to one: where the surface bulges
+    # out between the planes)
+    touch = ((ca > 0) | (cb > 0)).reshape(len(gaps), nr, nc)
+    touch = binary_dilation(touch, structure=np.ones((1, 3, 3), bool)).reshape(len(gaps), npx)
+    gi, pix = np.nonzero((core < 1.0 - 1e-9) & touch)
+    cc = core[gi, pix]
+    k = np.where(cc > 0, -cc / np.maximum(1.0 - cc, 1e-12), 0.0)
+    qi = pix // nc + k * core_oy[gi, pix]  # the centroid of the pixel's part outside the core
+    qj = pix % nc + k * core_ox[gi, pix]
+    q = uv0 + qi[:, None] * du + qj[:, None] * dv
+    da = signed_distances(A[gi], q)
+    db = signed_distances(B[gi], q)
+    if gi.size:
+        roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
+        dist = np.stack([signed_distances(PREV[gi], q), da, db, signed_distances(NEXT[gi], q)])
+        zz = np.stack([z[np.maximum(r, 0)] for r in roles])
+        pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
+        has_prev, has_next = (roles[0] >= 0)[:, None], (roles[3] >= 0)[:, None]
+        pp = np.where(has_prev, pp, 2 * p0 - p1)  # stand-ins where absent (not used)
+        pn = np.where(has_next, pn, 2 * p1 - p0)
+        chord = _unit(p1 - p0)
+        t0 = np.where(has_prev, _circle_tangent(pp, p0, p1), np.where(has_next, _end_tangent(p0, p1, pn), chord))
+        t1 = np.where(has_next, _circle_tangent(p0, p1, pn), np.where(has_prev, -_end_tangent(p1, p0, pp), chord))
+        length, centre, keep_a = (np.empty(len(p0)) for _ in range(3))
+        for s0 in range(0, len(p0), 50_000):
+            sl = slice(s0, s0 + 50_000)
+            length[sl], centre[sl], keep_a[sl] = _inside_along_curve(p0[sl], p1[sl], t0[sl], t1[sl])
+        za_g, zb_g = z[A[gi]], z[B[gi]]
+        # Resolved (the band between the two contours at least two lattice pixels wide): the
+        # part of the gap where the profile at the query point is inside.
+        resolved = np.abs(da - db) >= 2.0 * diag
+        keep = resolved & (length > 1e-9)
+        lo = np.clip(centre[keep] - 0.5 * length[keep], za_g[keep], zb_g[keep])
+        cols_q.append(np.c_[qi[keep], qj[keep]])
+        cols_w.append((1.0 - cc[keep]) * lat.pixel_area)
+        cols_a.append(lo)
+        cols_b.append(np.minimum(lo + length[keep], zb_g[keep]))
+        # Narrower bands: the part of the pixel in plane a's region only stays inside from z_a for
+        # keep_a (the integral of the band's inside fraction), the part in b's only for the rest,
+        # next to z_b (the slab split would give both half the gap).
+        n = ~resolved
+        g_c, p_c = gi[n], pix[n]
+        for own, za, zb in ((cov[A[g_c], p_c] - cc[n], za_g[n], za_g[n] + keep_a[n]),
+                            (cov[B[g_c], p_c] - cc[n], zb_g[n] - (zb_g[n] - za_g[n] - keep_a[n]), zb_g[n])):
+            use = (own > 1e-12) & (zb > za)
+            split_q.append(np.c_[qi[n][use], qj[n][use]])
+            split_w.append(own[use] * lat.pixel_area)
+            split_a.append(za[use])
+            split_b.append(zb[use])
     for qs, ws, zas, zbs, extremes in ((cols_q, cols_w, cols_a, cols_b, True),
                                        (split_q, split_w, split_a, split_b, False)):
         if not qs:
@@ -552,3 +576,8 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     vmin, vmax = _vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])
     out.dmin, out.dmax = min(out.dmin, vmin), max(out.dmax, vmax)
     return out
+
+
+def _centres_inside_from(cov: NDArray, oy: NDArray, ox: NDArray) -> NDArray[np.bool_]:
+    """Pixels counted inside for the distance transform: more than half covered."""
+    return cov > 0.5

@@ -478,81 +478,71 @@ class DVHSet(Mapping[str, DVH]):
 
 
 # ------------------------------------------------------------------ engine
-_TARGET_SAMPLES = 50_000
-_SUB = 4  # sub-points per axis in partly occupied voxels
+BETWEEN_PLANES = ("smooth", "slab")
 
 
-def _fine_grid(dose: Any, structure: Any, resolution: float | None) -> Any:
-    """A grid along the dose grid's axes, subdividing it, covering the structure's solid."""
+def _aligned_dose(dose: Any, structure: Any) -> Any:
+    """The dose resampled (trilinear, NaN outside) on a grid whose slices are the contour
+    planes' orientation, covering the structure, at half the dose voxel size: for dose grids
+    oblique to the contours."""
+    from .dose import Dose
     from .geometry import Grid
 
-    g = dose.grid
-    idx = g.world_to_index(structure.box_corners())
-    # Snap to dose-voxel edges, so that fine voxels never straddle the dose grid's boundary.
-    lo = np.floor(idx.min(axis=0) + 0.5) - 0.5
-    hi = np.ceil(idx.max(axis=0) - 0.5) + 0.5
-    if resolution is None:
-        vol_mm3 = max(structure.volume * 1000.0, 1e-3)
-        resolution = float(np.clip((vol_mm3 / _TARGET_SAMPLES) ** (1 / 3), 0.1, g.spacing.min()))
-    factor = np.maximum(1, np.ceil(g.spacing / resolution)).astype(int)
-    n = np.maximum(1, np.ceil((hi - lo) * factor).astype(int))
-    step = 1.0 / factor  # in dose-index units
-    first = lo + step / 2
-    affine = np.eye(4)
-    affine[:3, :3] = g.affine[:3, :3] * step
-    affine[:3, 3] = g.index_to_world(first)
-    return Grid(tuple(int(v) for v in n), affine, g.frame_of_reference_uid)
-
-
-def _gradients(dose: Any) -> list[Any]:
-    """Dose gradient along each index axis (Gy per voxel), as Images; cached on the dose."""
-    from .image import Image
-
-    cached = getattr(dose, "_rtkit_gradients", None)
-    if cached is None:
-        arr = dose.array
-        grads = np.gradient(arr) if min(arr.shape) > 1 else [
-            np.gradient(arr, axis=a) if arr.shape[a] > 1 else np.zeros_like(arr) for a in range(3)]
-        cached = [Image(g, dose.grid) for g in grads]
-        dose._rtkit_gradients = cached
-    return cached
-
-
-def _surface_points(structure: Any) -> NDArray[np.float64]:
-    """Contour vertices on their planes and on both slab faces (where Dmin/Dmax lie for smooth doses)."""
     stack = structure._stack
-    pts = []
-    for p in stack.planes:
-        for ring in p.rings():
-            for t in (p.lo, p.position, p.hi):
-                pts.append(stack.world(ring, t))
-    return np.concatenate(pts) if pts else np.empty((0, 3))
+    step = float(dose.grid.spacing.min()) / 2  # half the dose voxel: the second interpolation adds little
+    axes = np.stack([stack.normal, stack.e1, stack.e2], axis=1)  # columns: k, row, col directions
+    corners = structure.box_corners()
+    local = corners @ axes  # coordinates along the three axes
+    lo = local.min(axis=0) - 1.5 * step
+    hi = local.max(axis=0) + 1.5 * step
+    shape = tuple(int(v) for v in np.ceil((hi - lo) / step) + 1)
+    affine = np.eye(4)
+    affine[:3, :3] = axes * step
+    affine[:3, 3] = axes @ lo
+    grid = Grid(shape, affine, dose.grid.frame_of_reference_uid)
+    values = dose.sample(grid.centers().reshape(-1, 3), order=1, fill=np.nan).reshape(shape)
+    return Dose(values.astype(np.float32), grid)
 
 
 def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str | None = None,
-        prescription_gy: float | None = None, between_planes: str = "slab") -> DVH:
+        prescription_gy: float | None = None, between_planes: str = "smooth") -> DVH:
     """The DVH of ``structure`` in ``dose``.
 
-    Method: the structure's slab solid (DESIGN §3) is rasterised with exact
-    fractional occupancy on a grid that subdivides the dose grid (voxels of
-    about ``resolution`` mm; by default fine enough for ~50,000 samples in the
-    structure, between 0.1 mm and the dose voxel size); the dose is
-    interpolated trilinearly at each sample's centre and the sample weighs
-    its occupied volume.  Dmin and Dmax also consider the dose at every
-    contour vertex on its plane and on both slab faces.  Volume outside the
-    dose grid's voxel box is reported in ``outside_volume_cc``, counted at
-    0 Gy, and warned about.
+    Method (docs/dvh.md): the solid is cut into layers along the contour
+    normal.  In plane, a lattice subdividing the dose pixels (about
+    ``resolution`` mm; by default fine enough for ~40,000 samples, never
+    coarser than the dose pixel) gets the exact area fraction of each pixel
+    inside the contours and the centroid of that part, where the dose is
+    interpolated; along the normal, each layer is split at the dose slices,
+    between which the trilinear dose is linear, and its volume is spread
+    uniformly between the doses on its two faces.
+
+    ``between_planes="smooth"`` (default) interpolates the surface between
+    contour planes (a G1 profile curve through each pixel's signed distances
+    to the neighbouring contours; circular arcs, cones and closing poles come
+    out right), with half-slice end caps beyond the first and last planes;
+    it reproduces the analytical DVHs of Nelms et al. (2015) on all 90 cases
+    within 1% / 10 cGy.  ``"slab"`` uses the slab solid of DESIGN §3 (each
+    contour stands for a slab one spacing thick), whose volume is
+    ``Structure.volume`` and whose voxels are ``Structure.mask``.  Both use
+    the even-odd rule for holes.
+
+    Dmin and Dmax are taken over the samples' faces, every contour vertex
+    (on its plane and on the end-cap faces) and the dose grid points inside
+    the solid.  Volume outside the dose grid's voxel box is reported in
+    ``outside_volume_cc``, counted at 0 Gy, and warned about.
 
     Parameters
     ----------
     dose : Dose
     structure : Structure
     resolution : float, optional
-        Sample spacing (mm).
+        In-plane lattice pixel (mm).
     name : str, optional
         Default: the structure's name.
     prescription_gy : float, optional
         For metrics in % of prescription.
+    between_planes : {"smooth", "slab"}
 
     Returns
     -------
@@ -563,85 +553,35 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     ------
     FrameOfReferenceError
         The structure and the dose are in different frames of reference.
+    ValueError
+        Unknown ``between_planes``.
     """
-    if between_planes not in ("slab", "smooth"):
-        raise ValueError(f"between_planes must be 'slab' or 'smooth', not {between_planes!r}")
+    from . import _dvh_engine as engine
+
+    if between_planes not in BETWEEN_PLANES:
+        raise ValueError(f"between_planes must be one of {BETWEEN_PLANES}, not {between_planes!r}")
     name = name or structure.name
     structure._check_frame(dose.grid)
     if structure.is_empty:
         return DVH([0.0], [0.0], name=name, prescription_gy=prescription_gy)
-    from . import _dvh_engine as engine
-
     stack = structure._stack
-    if engine.is_aligned(dose.grid, stack.normal):
-        if between_planes == "smooth":
-            smp = engine.sample_smooth(dose, stack, resolution)
-        else:
-            smp = engine.sample_aligned(dose, stack, engine.slab_layers(stack), resolution)
-        outside_cc = smp.outside_cc
-        if outside_cc > 0:
-            warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
-                 "the dose grid; counted at 0 Gy (DVH.outside_volume_cc)", log)
-        candidates = np.array([smp.dmin, smp.dmax])
-        candidates = candidates[np.isfinite(candidates)]
-        if outside_cc > 0:
-            candidates = np.concatenate([candidates, [0.0]])
-        return DVH.from_samples(smp.doses, smp.weights, name=name, outside_volume_cc=outside_cc,
-                                prescription_gy=prescription_gy, min=float(candidates.min()),
-                                max=float(candidates.max()), spread=smp.half)
-    fine = _fine_grid(dose, structure, resolution)
-    frac = structure.mask(fine, fractional=True)
-    idx = np.argwhere(frac > 0)
-    occ = frac[tuple(idx.T)].astype(np.float64)
-    weights = occ * fine.voxel_volume_cc
-    centres = fine.index_to_world(idx.astype(np.float64))
-    values = dose.sample(centres).astype(np.float64)
-    # Partly occupied voxels: their centre may lie outside the solid, so take the mean dose over
-    # the sub-points (4 x 4 x 4) that lie inside it instead (the occupied part's dose).
-    partial = np.flatnonzero(occ < 1.0 - 1e-6)
-    sub_inside_doses = np.empty(0)
-    if partial.size:
-        m = _SUB
-        offs = (np.arange(m) + 0.5) / m - 0.5
-        so = np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3)
-        for start in range(0, partial.size, 20_000):
-            part = partial[start:start + 20_000]
-            sub_idx = (idx[part, None, :] + so[None]).reshape(-1, 3)
-            pts = fine.index_to_world(sub_idx)
-            inside = structure.contains(pts).reshape(len(part), -1)
-            dv = dose.sample(pts).astype(np.float64).reshape(len(part), -1)
-            n_in = inside.sum(axis=1)
-            has = n_in > 0
-            with np.errstate(invalid="ignore"):
-                mean_in = np.where(inside, dv, 0.0).sum(axis=1) / np.maximum(n_in, 1)
-            upd = part[has]
-            values[upd] = mean_in[has]
-            sub_inside_doses = np.concatenate([sub_inside_doses, dv[inside]])
-    # Each sample stands for a small voxel over which the dose varies: spread its volume over
-    # +- half the dose change across it (local gradient from the dose grid), not at one value.
-    grads = _gradients(dose)
-    step_idx = 1.0 / np.asarray(fine.spacing / dose.grid.spacing)  # fine voxels per dose voxel
-    half = np.zeros(len(values))
-    for a in range(3):
-        half += 0.5 * np.abs(grads[a].sample(centres, fill=0.0)).astype(np.float64) / step_idx[a]
-    outside = ~np.isfinite(values)
-    outside_cc = float(weights[outside].sum())
+    work = dose if engine.is_aligned(dose.grid, stack.normal) else _aligned_dose(dose, structure)
+    if between_planes == "smooth":
+        smp = engine.sample_smooth(work, stack, resolution)
+    else:
+        smp = engine.sample_aligned(work, stack, engine.slab_layers(stack), resolution)
+    outside_cc = smp.outside_cc
     if outside_cc > 0:
-        warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {weights.sum():.3f} cm3 lies outside the dose grid; "
-             "counted at 0 Gy (DVH.outside_volume_cc)", log)
-    vals, w = values[~outside], weights[~outside]
-    # Extremes: over points known to be inside the solid (full voxels' centres, inside sub-points)
-    # and over the surface (contour vertices on their planes and on both slab faces).
-    full_vals = values[occ >= 1.0 - 1e-6]
-    surf = dose.sample(_surface_points(structure))
-    candidates = np.concatenate([full_vals, sub_inside_doses, surf])
+        warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
+             "the dose grid; counted at 0 Gy (DVH.outside_volume_cc)", log)
+    inside_grid = dose.array[structure.mask(dose.grid)]
+    candidates = np.concatenate([[smp.dmin, smp.dmax, 0.0 if outside_cc > 0 else np.nan],
+                                 inside_grid.astype(np.float64)])
     candidates = candidates[np.isfinite(candidates)]
-    if outside_cc > 0:
-        candidates = np.concatenate([candidates, [0.0]])
-    dmin = float(candidates.min()) if candidates.size else 0.0
-    dmax = float(candidates.max()) if candidates.size else 0.0
-    return DVH.from_samples(vals, w, name=name, outside_volume_cc=outside_cc,
-                            prescription_gy=prescription_gy, min=dmin, max=dmax, spread=half[~outside])
+    return DVH.from_samples(smp.doses, smp.weights, name=name, outside_volume_cc=outside_cc,
+                            prescription_gy=prescription_gy,
+                            min=float(candidates.min()) if candidates.size else None,
+                            max=float(candidates.max()) if candidates.size else None, spread=smp.half)
 
 
 def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, **kwargs: Any) -> DVHSet:

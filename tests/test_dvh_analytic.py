@@ -46,9 +46,6 @@ def _rot(axis: str, deg: float) -> np.ndarray:
 
 #: the HFS axes rotated 10 deg about x, then 30 deg about z: an oblique dose grid
 OBLIQUE = _rot("z", 30.0) @ _rot("x", 10.0) @ HFS
-#: Sample spacing (mm) passed for oblique dose grids only: there the engine's general path
-#: tests 125 points per fine voxel for occupancy, ~17 s per DVH at its default resolution.
-OBLIQUE_RESOLUTION = 1.0
 
 
 def _ngon(cx: float, cy: float, r: float, n: int) -> np.ndarray:
@@ -252,15 +249,6 @@ def test_sphere_in_a_radial_dose(spacing):
         assert h.volume_at(x, "%") == pytest.approx(ref.volume_at(x, "%"), abs=0.25), x
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Dmax/Dmin miss the dose at dose-grid voxel centres lying inside the structure. "
-    "The trilinear dose peaks exactly at a hot voxel's centre (60 Gy), but the engine takes "
-    "Dmax/Dmin only over its own sample points (lattice pixel centroids/fine-voxel centres, "
-    "offset from the dose grid points whenever the lattice subdivides the dose pixel an even "
-    "number of times) and contour vertices: reported Dmax 58.9/58.4 Gy at R 6/8 mm with the "
-    "aligned-lattice engine of fea1c57 (rtkit/_dvh_engine.py), 57.1/56.5/55.4 Gy at R 6/8/10 mm with the "
-    "fine-grid engine of 9bea8ba, i.e. up to 4.6 Gy low; Dmin symmetrically high.  "
-    "Fix: include the dose grid points inside the solid among the candidates."))
 def test_dmax_and_dmin_reach_hot_and_cold_voxels_inside_the_structure():
     """40 Gy everywhere but one 60 Gy voxel and one 20 Gy voxel, both centres well inside spheres
     of radius 6..12 mm (2 mm planes).  The trilinear dose is 60 Gy at the hot voxel's centre and
@@ -310,10 +298,9 @@ def test_cylinder_in_a_lateral_gradient_on_an_oblique_dose_grid():
 
     Closed form (256-gon, radius 10, 11 planes x 2 mm slabs, H = 22 mm): V(20 + s) = H *
     area(polygon with x >= s).  The contour planes are not parallel to the grid's slices, so
-    the engine's general path samples occupancy (5 x 5 x 5 points per 1 mm fine voxel, see
-    OBLIQUE_RESOLUTION): a boundary voxel's fraction is off by up to ~1/125, and these errors
-    average out over the surface: volume 0.2%, V(x) 0.25% of the volume (about 0.05 mm of
-    boundary); mean 0.01 Gy (symmetric about x = 0); Dmin/Dmax lie at polygon vertices:
+    the engine resamples the dose onto an aligned grid and marks points beyond the oblique
+    grid's box as outside at that grid's resolution: volume 0.2%, V(x) 0.25% of the volume
+    (about 0.05 mm of boundary); mean 0.01 Gy (symmetric about x = 0); Dmin/Dmax lie at polygon vertices:
     0.01 Gy.
     """
     cyl, ring = _cylinder()
@@ -323,7 +310,7 @@ def test_cylinder_in_a_lateral_gradient_on_an_oblique_dose_grid():
     dose = _dose(grid, _linear((1.0, 0.0, 0.0), 20.0))
     _assert_in_hull(grid, (-10, -10, -11), (10, 10, 11))
 
-    h = rtkit.dvh(dose, cyl, between_planes="slab", resolution=OBLIQUE_RESOLUTION)
+    h = rtkit.dvh(dose, cyl, between_planes="slab")
     total = _area(ring) * H / 1000
     assert h.volume_cc == pytest.approx(total, rel=2e-3)
     assert h.mean == pytest.approx(20.0, abs=0.01)
@@ -513,7 +500,7 @@ def test_hfs_ffs_and_oblique_dose_grids_agree(field):
     for g in (hfs, ffs, obl):
         _assert_in_hull(g, (-9, -14, -11), (15, 10, 13))
     h = {name: rtkit.dvh(_dose(g, f), sph, between_planes="slab",
-                         resolution=OBLIQUE_RESOLUTION if name == "oblique" else None)
+                         )
          for name, g in (("hfs", hfs), ("ffs", ffs), ("oblique", obl))}
 
     assert h["hfs"].volume_cc == pytest.approx(exact_cc, rel=1e-4)
