@@ -254,16 +254,46 @@ def _coverage_samples(arr: NDArray, fr: _Frame, lat: _Lattice, layers: list[Laye
     # Every layer's lattice stacked along the rows: one exact coverage pass for the whole solid.
     rings = [r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)]
     cov, oy, ox = coverage(rings, (len(layers) * nr, nc), moments=True)
-    ii, jj = np.nonzero(cov)
+    zab = np.sort(np.array([[fr.k(lay.lo), fr.k(lay.hi)] for lay in layers]), axis=1)
+    full = cov >= 1.0 - 1e-12
+    # Partly covered pixels: one column per layer, at the covered part's centroid.
+    ii, jj = np.nonzero((cov > 0) & ~full)
     layer_of = ii // nr
     r_idx, c_idx = lat.to_rc(ii - layer_of * nr + oy[ii, jj], jj + ox[ii, jj])
-    area = cov[ii, jj] * lat.pixel_area
-    zab = np.sort(np.array([[fr.k(lay.lo), fr.k(lay.hi)] for lay in layers]), axis=1)
-    smp, _ = _depth_samples(arr, fr, r_idx, c_idx, area, zab[layer_of, 0], zab[layer_of, 1], lat.f)
+    part, _ = _depth_samples(arr, fr, r_idx, c_idx, cov[ii, jj] * lat.pixel_area,
+                             zab[layer_of, 0], zab[layer_of, 1], lat.f)
+    # Wholly covered pixels: one column per run of touching layers (fewer depth pieces).
+    pix, lay, ka, kb = _full_runs(full.reshape(len(layers), nr, nc), zab)
+    r_idx, c_idx = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
+    whole, _ = _depth_samples(arr, fr, r_idx, c_idx, np.full(pix.size, lat.pixel_area), ka, kb, lat.f)
+    smp = _merge([part, whole])
     faces = [(t, rr) for lay, rr in zip(layers, idx_rings, strict=True) for t in (lay.lo, lay.hi)]
     vmin, vmax = _vertex_extremes(arr, fr, faces)
     smp.dmin, smp.dmax = min(smp.dmin, vmin), max(smp.dmax, vmax)
     return smp, cov, oy, ox
+
+
+def _full_runs(full: NDArray[np.bool_], zab: NDArray[np.float64]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """Runs of touching layers (in order) over which a lattice pixel is wholly covered.
+
+    ``full`` is (layers, rows, cols); ``zab`` the layers' sorted depth ranges (slice index
+    units).  Returns each run's flat pixel index, first layer and merged depth range.
+    """
+    L, nr, nc = full.shape
+    pi, pj, lay = np.nonzero(full.transpose(1, 2, 0))  # pixel-major, layers ascending
+    if not lay.size:
+        e = np.empty(0)
+        return e.astype(np.intp), e.astype(np.intp), e, e
+    pix = pi * nc + pj
+    prev = np.r_[-1, lay[:-1]]
+    touching = np.zeros(lay.size, dtype=bool)
+    touching[1:] = ((pix[1:] == pix[:-1]) & (lay[1:] == lay[:-1] + 1)
+                    & ((np.abs(zab[lay[1:], 0] - zab[prev[1:], 1]) < 1e-9)
+                       | (np.abs(zab[lay[1:], 1] - zab[prev[1:], 0]) < 1e-9)))
+    start = np.flatnonzero(~touching)
+    ka = np.minimum.reduceat(zab[lay, 0], start)
+    kb = np.maximum.reduceat(zab[lay, 1], start)
+    return pix[start], lay[start], ka, kb
 
 
 def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[np.float64]]],
@@ -438,8 +468,6 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     is right to second order in the contour spacing.
     """
     import shapely
-    from scipy.ndimage import binary_dilation
-
     planes = stack.planes
     fr = _Frame.of(dose.grid, stack)
     arr = dose.array
@@ -506,17 +534,21 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     core_ox = np.where(smaller, ox[A], ox[B])
     cols_q, cols_w, cols_a, cols_b = [], [], [], []  # columns whose dose point is inside
     split_q, split_w, split_a, split_b = [], [], [], []  # slab split: dose point in the pixel
-    # the core: inside over the whole gap
-    gi, pix = np.nonzero(core > 0)
+    # the core: inside over the whole gap (wholly covered pixels merged over touching gaps)
+    whole = core >= 1.0 - 1e-12
+    gi, pix = np.nonzero((core > 0) & ~whole)
     cols_q.append(np.c_[pix // nc + core_oy[gi, pix], pix % nc + core_ox[gi, pix]])
     cols_w.append(core[gi, pix] * lat.pixel_area)
     cols_a.append(z[A[gi]])
     cols_b.append(z[B[gi]])
-    # the rest of every pixel touching either region (or next to one: where the surface bulges
-    # out between the planes)
-    touch = ((ca > 0) | (cb > 0)).reshape(len(gaps), nr, nc)
-    touch = binary_dilation(touch, structure=np.ones((1, 3, 3), bool)).reshape(len(gaps), npx)
-    gi, pix = np.nonzero((core < 1.0 - 1e-9) & touch)
+    zab_gap = np.sort(np.c_[fr.k(z[A]), fr.k(z[B])], axis=1)
+    pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(gaps), nr, nc), zab_gap)
+    r_full, c_full = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
+    parts.append(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area),
+                                ka_full, kb_full, lat.f)[0])
+    # the rest of every pixel touching either region (a surface bulging out beyond both contours
+    # between the planes is left out: it is of second order in the spacing)
+    gi, pix = np.nonzero((core < 1.0 - 1e-9) & ((ca > 0) | (cb > 0)))
     cc = core[gi, pix]
     k = np.where(cc > 0, -cc / np.maximum(1.0 - cc, 1e-12), 0.0)
     qi = pix // nc + k * core_oy[gi, pix]  # the centroid of the pixel's part outside the core
