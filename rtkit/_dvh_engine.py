@@ -372,18 +372,22 @@ class _Boundaries:
         self.tree = cKDTree(np.c_[pts, np.concatenate(plane)[seg] * self._APART])
         self.k = min(3, len(pts))
 
-    def distance(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Distance from q[i] (N, 2) to the edges of plane[i]."""
+    def nearest(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+        """Distance from q[i] (N, 2) to the edges of plane[i], and the nearest edge point (N, 2)."""
         if not len(q):
-            return np.empty(0)
+            return np.empty(0), np.empty((0, 2))
         _, idx = self.tree.query(np.c_[q, plane * self._APART], k=self.k)
         s = self.seg[idx.reshape(len(q), -1)]  # (N, k) candidate segments
         a = self.a[s]
         ab = self.b[s] - a
         aq = q[:, None, :] - a
         t = np.clip((aq * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-300), 0.0, 1.0)
-        e = aq - t[..., None] * ab
-        return np.sqrt((e * e).sum(-1).min(axis=1))
+        foot = a + t[..., None] * ab
+        e = q[:, None, :] - foot
+        d2 = (e * e).sum(-1)
+        best = d2.argmin(axis=1)
+        rows = np.arange(len(q))
+        return np.sqrt(d2[rows, best]), foot[rows, best]
 
 
 def _unit(v: NDArray) -> NDArray:
@@ -513,15 +517,16 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     regions = np.array([p.region for p in planes], dtype=object)
     shapely.prepare(regions[gap_planes])
 
-    def signed_distances(planes_of: NDArray[np.intp], q: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Signed distance (mm, < 0 inside; nearest edge, even-odd sign) of plane points q[i] to
-        plane planes_of[i] (-1: none, 0 returned)."""
-        out = np.zeros(len(q))
-        sel = np.flatnonzero(planes_of >= 0)
-        d = boundaries.distance(planes_of[sel], q[sel])
-        inside = shapely.contains_xy(regions[planes_of[sel]], q[sel, 0], q[sel, 1])
-        out[sel] = np.where(inside, -d, d)
-        return out
+    def distance_fields(keys: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
+        """For (plane * npx + pixel) keys: the nearest edge point of the plane to the pixel centre,
+        the unit outward normal there and the centre's signed distance (mm, < 0 inside)."""
+        plane_of, pix_of = keys // npx, keys % npx
+        centre = uv0 + (pix_of // nc)[:, None] * du + (pix_of % nc)[:, None] * dv
+        d, foot = boundaries.nearest(plane_of, centre)
+        inside = shapely.contains_xy(regions[plane_of], centre[:, 0], centre[:, 1])
+        sign = np.where(inside, -1.0, 1.0)
+        normal = (centre - foot) * (sign / np.maximum(d, 1e-300))[:, None]
+        return foot, normal, sign * d
 
     ga = np.array(gaps, dtype=object)
     A, B = ga[:, 0].astype(np.intp), ga[:, 1].astype(np.intp)
@@ -554,11 +559,19 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
     qi = pix // nc + k * core_oy[gi, pix]  # the centroid of the pixel's part outside the core
     qj = pix % nc + k * core_ox[gi, pix]
     q = uv0 + qi[:, None] * du + qj[:, None] * dv
-    da = signed_distances(A[gi], q)
-    db = signed_distances(B[gi], q)
+    # Signed distances of the query points to the gap's two planes and their neighbours: exact
+    # (nearest edge) at each pixel centre, computed once per (plane, pixel) and shared by the
+    # gaps using it, then carried to the query point along the normal at the nearest edge point.
+    roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
+    keys = np.where(roles >= 0, roles.astype(np.int64) * npx + pix, -1)
+    uniq = np.unique(keys[keys >= 0])
+    foot, normal, d_centre = distance_fields(uniq)
+    slot = np.searchsorted(uniq, np.maximum(keys, 0))
+    dist = np.where(keys >= 0, ((q[None] - foot[slot]) * normal[slot]).sum(-1), 0.0)
+    at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
+    dist = np.where(at_centre[None] & (keys >= 0), d_centre[slot], dist)
+    da, db = dist[1], dist[2]
     if gi.size:
-        roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
-        dist = np.stack([signed_distances(PREV[gi], q), da, db, signed_distances(NEXT[gi], q)])
         zz = np.stack([z[np.maximum(r, 0)] for r in roles])
         pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
         has_prev, has_next = (roles[0] >= 0)[:, None], (roles[3] >= 0)[:, None]
