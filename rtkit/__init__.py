@@ -21,6 +21,7 @@ from .errors import (
 )
 from .geometry import Grid
 from .image import Image
+from .indices import gradient_index, homogeneity_index, paddick_ci, rtog_ci
 from .io import (
     Case,
     Index,
@@ -73,6 +74,10 @@ __all__ = [
     "datasets",
     "dvh",
     "dvhs",
+    "gradient_index",
+    "homogeneity_index",
+    "paddick_ci",
+    "rtog_ci",
     "load",
     "read_dose",
     "read_image",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+import rtkit
 from rtkit.cli import main
 
 
@@ -128,5 +129,11 @@ def test_dvh_command(tmp_path, capsys):
     assert [r["structure"] for r in rows] == ["PTV"]
     assert float(rows[0]["V20Gy[%]"]) == pytest.approx(100.0)  # the PTV lies inside the 45 Gy isodose
     assert float(rows[0]["D95%"]) < float(rows[0]["Dmean"])
+    # --between-planes slab: the volume is the slab solid's (Structure.volume)
+    assert main(["dvh", str(case), "--metrics", "Dmean", "--structures", "PTV", "--between-planes", "slab",
+                 "--out", str(tmp_path / "slab.csv")]) == 0
+    slab = list(csv.DictReader((tmp_path / "slab.csv").open()))
+    expected = rtkit.dvh(rtkit.load(case).dose, rtkit.load(case).structures["PTV"], between_planes="slab").mean
+    assert float(slab[0]["Dmean"]) == pytest.approx(expected, rel=1e-6)
     assert main(["dvh", str(case), "--metrics", "D95"]) == 2
     assert "accepted forms" in capsys.readouterr().err
