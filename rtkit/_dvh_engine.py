@@ -63,9 +63,19 @@ class Layer:
     area: float  # mm2
 
 
-def slab_layers(stack: Any) -> list[Layer]:
-    """One layer per contour plane: the slab solid of DESIGN §3."""
-    return [Layer(p.lo, p.hi, p.position, p.rings(), float(p.region.area)) for p in stack.planes]
+def slab_layers(stack: Any, end_caps: bool = True) -> list[Layer]:
+    """One layer per contour plane: the slab solid of DESIGN §3.
+
+    Without ``end_caps`` the first and last planes of each run of planes stop at the plane
+    (a plane on its own keeps its whole slab).
+    """
+    layers = [Layer(p.lo, p.hi, p.position, p.rings(), float(p.region.area)) for p in stack.planes]
+    if not end_caps:
+        for run in _runs(stack):
+            if len(run) > 1:
+                first, last = layers[run[0]], layers[run[-1]]
+                first.lo, last.hi = first.position, last.position
+    return layers
 
 
 def is_aligned(grid: Any, normal: NDArray[np.float64]) -> bool:
@@ -459,7 +469,7 @@ def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
     return out
 
 
-def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
+def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: bool = True) -> Samples:
     """Samples of the smoothly interpolated solid (see above) in an aligned dose grid.
 
     Between planes a and b the solid is the *core* (inside both regions: inside over the whole
@@ -499,8 +509,9 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None) -> Samples:
         if len(run) == 1:
             caps.append(layers[first])
             continue
-        caps.append(Layer(layers[first].lo, z[first], z[first], layers[first].rings, layers[first].area))
-        caps.append(Layer(z[last], layers[last].hi, z[last], layers[last].rings, layers[last].area))
+        if end_caps:
+            caps.append(Layer(layers[first].lo, z[first], z[first], layers[first].rings, layers[first].area))
+            caps.append(Layer(z[last], layers[last].hi, z[last], layers[last].rings, layers[last].area))
         for gi in range(len(run) - 1):
             gaps.append((run[gi], run[gi + 1], run[gi - 1] if gi > 0 else None,
                          run[gi + 2] if gi + 2 < len(run) else None))

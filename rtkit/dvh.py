@@ -505,7 +505,7 @@ def _aligned_dose(dose: Any, structure: Any) -> Any:
 
 
 def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str | None = None,
-        prescription_gy: float | None = None, between_planes: str = "smooth") -> DVH:
+        prescription_gy: float | None = None, between_planes: str = "smooth", end_caps: bool = True) -> DVH:
     """The DVH of ``structure`` in ``dose``.
 
     Method (docs/dvh.md): the solid is cut into layers along the contour
@@ -543,6 +543,10 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     prescription_gy : float, optional
         For metrics in % of prescription.
     between_planes : {"smooth", "slab"}
+    end_caps : bool
+        Half-slice end caps beyond the first and last contour planes (default, DESIGN §3 and
+        Nelms et al.).  False stops the solid at those planes, as Eclipse does (a structure
+        drawn on one plane keeps its slab).
 
     Returns
     -------
@@ -567,14 +571,21 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     stack = structure._stack
     work = dose if engine.is_aligned(dose.grid, stack.normal) else _aligned_dose(dose, structure)
     if between_planes == "smooth":
-        smp = engine.sample_smooth(work, stack, resolution)
+        smp = engine.sample_smooth(work, stack, resolution, end_caps)
     else:
-        smp = engine.sample_aligned(work, stack, engine.slab_layers(stack), resolution)
+        smp = engine.sample_aligned(work, stack, engine.slab_layers(stack, end_caps), resolution)
     outside_cc = smp.outside_cc
     if outside_cc > 0:
         warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
              "the dose grid; counted at 0 Gy (DVH.outside_volume_cc)", log)
-    inside_grid = dose.array[structure.mask(dose.grid)]
+    in_mask = structure.mask(dose.grid)
+    if not end_caps:  # grid points in the end caps are not in the solid
+        pos = np.array([p.position for p in stack.planes])
+        idx = np.argwhere(in_mask)
+        t = dose.grid.index_to_world(idx.astype(np.float64)) @ stack.normal
+        keep = (t >= pos.min() - 1e-6) & (t <= pos.max() + 1e-6)
+        in_mask[tuple(idx[~keep].T)] = False
+    inside_grid = dose.array[in_mask]
     candidates = np.concatenate([[smp.dmin, smp.dmax, 0.0 if outside_cc > 0 else np.nan],
                                  inside_grid.astype(np.float64)])
     candidates = candidates[np.isfinite(candidates)]

@@ -191,6 +191,19 @@ def test_smooth_model_is_exact_for_a_cone_and_a_prism():
     assert rtkit.dvh(dose, cyl).volume_cc == pytest.approx(cyl.volume, rel=1e-9)
 
 
+@pytest.mark.parametrize("mode", ["smooth", "slab"])
+def test_without_end_caps_the_solid_stops_at_the_first_and_last_planes(mode):
+    """Eclipse's convention: a prism of 11 planes 2 mm apart is 20 mm tall, not 22 mm."""
+    grid = Grid.from_spacing((21, 21, 21), (2.0, 2.0, 2.0), origin=(-20.0, -20.0, -20.0), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0.0, 0.0, 1.0), 20.0)  # 20 Gy + z
+    cyl = _cylinder()  # planes z = -10 .. 10
+    with_caps = rtkit.dvh(dose, cyl, between_planes=mode)
+    without = rtkit.dvh(dose, cyl, between_planes=mode, end_caps=False)
+    assert without.volume_cc == pytest.approx(with_caps.volume_cc * 20 / 22, rel=1e-9)
+    assert without.min == pytest.approx(10.0, abs=1e-6) and with_caps.min == pytest.approx(9.0, abs=1e-6)
+    assert without.mean == pytest.approx(20.0, abs=1e-6)
+
+
 def test_dmax_and_dmin_see_hot_and_cold_voxels_inside():
     grid = Grid.from_spacing((21, 21, 21), (2.0, 2.0, 2.0), origin=(-20.0, -20.0, -20.0), frame_of_reference_uid=FOR)
     arr = np.full(grid.shape, 40.0, np.float32)
