@@ -52,6 +52,38 @@ class Samples:
     dmax: float
 
 
+class Histogram:
+    """A streaming sink for samples: the cumulative DVH at fixed bin edges and running figures.
+
+    Chunks of samples are added as they are made, so memory stays bounded by one chunk.
+    """
+
+    def __init__(self, width: float, top: float) -> None:
+        self.width = float(width)
+        self.edges = np.arange(int(np.ceil(max(top, 0.0) / self.width)) + 2) * self.width
+        self.cum = np.zeros(len(self.edges))  # volume (cm3) at or above each edge
+        self.total = 0.0
+        self.dose_volume = 0.0  # sum of dose x volume (Gy cm3)
+        self.outside_cc = 0.0
+        self.dmin, self.dmax = np.inf, -np.inf
+        self.top = 0.0
+
+    def add(self, smp: Samples) -> None:
+        from .dvh import _spread_cumulative
+
+        self.outside_cc += smp.outside_cc
+        self.dmin, self.dmax = min(self.dmin, smp.dmin), max(self.dmax, smp.dmax)
+        keep = smp.weights > 0
+        if not keep.any():
+            return
+        d, w = smp.doses[keep], smp.weights[keep]
+        half = np.minimum(smp.half[keep], np.maximum(d, 0.0))  # doses are never negative
+        self.cum += _spread_cumulative(d, w, half, self.edges)
+        self.total += float(w.sum())
+        self.dose_volume += float(np.dot(d, w))
+        self.top = max(self.top, float(np.max(d + half)))
+
+
 @dataclass
 class Layer:
     """A slab ``[lo, hi]`` (mm along the normal) of constant in-plane region."""
@@ -191,11 +223,12 @@ def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[
     if not pts:
         return np.inf, -np.inf
     sp = np.concatenate(pts)
-    ok = np.all((sp > -0.5) & (sp < np.array(frame.shape) - 0.5), axis=1)
-    if not ok.any():
-        return np.inf, -np.inf
-    vs = _trilinear(arr, sp[ok, 0], sp[ok, 1], sp[ok, 2])[0]
-    return float(vs.min()), float(vs.max())
+    sp = sp[np.all((sp > -0.5) & (sp < np.array(frame.shape) - 0.5), axis=1)]
+    lo, hi = np.inf, -np.inf
+    for s0 in range(0, len(sp), 50_000):
+        vs = _trilinear(arr, sp[s0:s0 + 50_000, 0], sp[s0:s0 + 50_000, 1], sp[s0:s0 + 50_000, 2])[0]
+        lo, hi = min(lo, float(vs.min())), max(hi, float(vs.max()))
+    return lo, hi
 
 
 def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: NDArray,
@@ -315,14 +348,21 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
     return _Lattice.around(fr, [r for rr in idx_rings for r in rr], res)
 
 
-def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None) -> Samples:
-    """Samples of the layers' solid in a dose grid whose slices are parallel to the layers."""
+CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
+
+
+def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
+                   sink: Histogram) -> None:
+    """Add the samples of the layers' solid, in a dose grid whose slices are parallel to the
+    layers, to ``sink`` (in chunks of layers)."""
     if not layers:
-        return Samples(np.empty(0), np.empty(0), np.empty(0), 0.0, np.inf, -np.inf)
+        return
     fr = _Frame.of(dose.grid, stack)
     idx_rings = [fr.rings_rc(lay.rings, lay.position) for lay in layers]
     lat = _lattice_for(fr, layers, idx_rings, resolution)
-    return _coverage_samples(dose.array, fr, lat, layers, idx_rings)[0]
+    step = max(1, CHUNK_CELLS // max(1, lat.shape[0] * lat.shape[1]))
+    for j0 in range(0, len(layers), step):
+        sink.add(_coverage_samples(dose.array, fr, lat, layers[j0:j0 + step], idx_rings[j0:j0 + step])[0])
 
 
 # ------------------------------------------------------------------ smooth solid
@@ -469,19 +509,20 @@ def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
     return out
 
 
-def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: bool = True) -> Samples:
-    """Samples of the smoothly interpolated solid (see above) in an aligned dose grid.
+def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogram,
+                  end_caps: bool = True) -> None:
+    """Add the samples of the smoothly interpolated solid (see above), in an aligned dose grid,
+    to ``sink`` (in chunks of gaps).
 
     Between planes a and b the solid is the *core* (inside both regions: inside over the whole
     gap; its per-pixel coverage is the smaller of the two planes' exact coverages, exact where
     the two contours are nested within the pixel) plus, at every lattice pixel not wholly in the
-    core, the part of the gap where the interpolated profile is inside, evaluated at the
-    centroid of the pixel's non-core part.  Where the band between the two contours is
-    narrower than two lattice pixels the profile is not resolved; there the non-core part keeps
-    the slab split (each plane's own region over its half of the gap, exact coverage), which
-    is right to second order in the contour spacing.
+    core, the part of the gap where the interpolated profile is inside: evaluated at the
+    centroid of the pixel's non-core part where the band between the contours is at least two
+    lattice pixels wide, integrated over the band where it is narrower.
     """
     import shapely
+
     planes = stack.planes
     fr = _Frame.of(dose.grid, stack)
     arr = dose.array
@@ -501,10 +542,9 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
     uv3 = np.c_[w3 @ stack.e1, w3 @ stack.e2]
     uv0, du, dv = uv3[0], uv3[1] - uv3[0], uv3[2] - uv3[0]
 
-    runs = _runs(stack)
     caps: list[Layer] = []
-    gaps: list[tuple[int, int, int | None, int | None]] = []  # (a, b, previous, next) plane indices
-    for run in runs:
+    gaps: list[tuple[int, int, int, int]] = []  # (a, b, previous, next) plane indices; -1: none
+    for run in _runs(stack):
         first, last = run[0], run[-1]
         if len(run) == 1:
             caps.append(layers[first])
@@ -513,43 +553,49 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
             caps.append(Layer(layers[first].lo, z[first], z[first], layers[first].rings, layers[first].area))
             caps.append(Layer(z[last], layers[last].hi, z[last], layers[last].rings, layers[last].area))
         for gi in range(len(run) - 1):
-            gaps.append((run[gi], run[gi + 1], run[gi - 1] if gi > 0 else None,
-                         run[gi + 2] if gi + 2 < len(run) else None))
-    parts = [sample_aligned(dose, stack, caps, resolution)] if caps else []
+            gaps.append((run[gi], run[gi + 1], run[gi - 1] if gi > 0 else -1,
+                         run[gi + 2] if gi + 2 < len(run) else -1))
+    sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), 0.0,
+                     *_vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])))
+    sample_aligned(dose, stack, caps, resolution, sink)
     if not gaps:
-        return _merge(parts)
-
-    # Every plane's exact coverage and centroids on the lattice (one pass).
-    rings = [r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)]
-    cov, oy, ox = (x.reshape(len(planes), npx) for x in coverage(rings, (len(planes) * nr, nc), moments=True))
-    gap_planes = sorted({j for ga in gaps for j in ga if j is not None})
-    boundaries = _Boundaries([layers[j].rings if j in gap_planes else [] for j in range(len(planes))],
-                             BOUNDARY_STEP_MM)
+        return
     regions = np.array([p.region for p in planes], dtype=object)
-    shapely.prepare(regions[gap_planes])
+    table = np.array(gaps, dtype=np.intp)
+    step = max(1, CHUNK_CELLS // max(1, 2 * npx))
+    for g0 in range(0, len(gaps), step):
+        chunk = table[g0:g0 + step]
+        used = set(chunk[chunk >= 0].tolist())
+        shapely.prepare(regions[sorted(used)])
+        boundaries = _Boundaries([layers[j].rings if j in used else [] for j in range(len(planes))],
+                                 BOUNDARY_STEP_MM)
+        _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, boundaries, regions, (uv0, du, dv), diag, sink)
 
-    def distance_fields(keys: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
-        """For (plane * npx + pixel) keys: the nearest edge point of the plane to the pixel centre,
-        the unit outward normal there and the centre's signed distance (mm, < 0 inside)."""
-        plane_of, pix_of = keys // npx, keys % npx
-        centre = uv0 + (pix_of // nc)[:, None] * du + (pix_of % nc)[:, None] * dv
-        d, foot = boundaries.nearest(plane_of, centre)
-        inside = shapely.contains_xy(regions[plane_of], centre[:, 0], centre[:, 1])
-        sign = np.where(inside, -1.0, 1.0)
-        normal = (centre - foot) * (sign / np.maximum(d, 1e-300))[:, None]
-        return foot, normal, sign * d
 
-    ga = np.array(gaps, dtype=object)
-    A, B = ga[:, 0].astype(np.intp), ga[:, 1].astype(np.intp)
-    PREV = np.array([-1 if x is None else x for x in ga[:, 2]], dtype=np.intp)
-    NEXT = np.array([-1 if x is None else x for x in ga[:, 3]], dtype=np.intp)
-    ca, cb = cov[A], cov[B]
+def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattice, z: NDArray,
+                 idx_rings: list, boundaries: _Boundaries, regions: NDArray, uv_map: tuple,
+                 diag: float, sink: Histogram) -> None:
+    """The gaps of ``table`` (rows: plane a, plane b, previous, next) into ``sink``."""
+    import shapely
+
+    nr, nc = lat.shape
+    npx = nr * nc
+    uv0, du, dv = uv_map
+    A, B, PREV, NEXT = table.T
+    # exact coverage and centroids of the planes these gaps use, one pass
+    used = np.unique(np.concatenate([A, B]))
+    row_of = np.full(len(z), -1, dtype=np.intp)
+    row_of[used] = np.arange(len(used))
+    rings = [r for i, j in enumerate(used) for r in lat.rings(idx_rings[j], i * nr)]
+    cov, oy, ox = (x.reshape(len(used), npx) for x in coverage(rings, (len(used) * nr, nc), moments=True))
+    ca, cb = cov[row_of[A]], cov[row_of[B]]
     smaller = ca <= cb
     core = np.where(smaller, ca, cb)
-    core_oy = np.where(smaller, oy[A], oy[B])
-    core_ox = np.where(smaller, ox[A], ox[B])
+    core_oy = np.where(smaller, oy[row_of[A]], oy[row_of[B]])
+    core_ox = np.where(smaller, ox[row_of[A]], ox[row_of[B]])
+    del oy, ox
     cols_q, cols_w, cols_a, cols_b = [], [], [], []  # columns whose dose point is inside
-    split_q, split_w, split_a, split_b = [], [], [], []  # slab split: dose point in the pixel
+    split_q, split_w, split_a, split_b = [], [], [], []  # band parts: dose point in the pixel
     # the core: inside over the whole gap (wholly covered pixels merged over touching gaps)
     whole = core >= 1.0 - 1e-12
     gi, pix = np.nonzero((core > 0) & ~whole)
@@ -558,31 +604,37 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
     cols_a.append(z[A[gi]])
     cols_b.append(z[B[gi]])
     zab_gap = np.sort(np.c_[fr.k(z[A]), fr.k(z[B])], axis=1)
-    pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(gaps), nr, nc), zab_gap)
+    pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(table), nr, nc), zab_gap)
+    del whole
     r_full, c_full = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
-    parts.append(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area),
-                                ka_full, kb_full, lat.f)[0])
+    sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area), ka_full, kb_full, lat.f)[0])
     # the rest of every pixel touching either region (a surface bulging out beyond both contours
     # between the planes is left out: it is of second order in the spacing)
     gi, pix = np.nonzero((core < 1.0 - 1e-9) & ((ca > 0) | (cb > 0)))
     cc = core[gi, pix]
+    own_a, own_b = ca[gi, pix] - cc, cb[gi, pix] - cc
     k = np.where(cc > 0, -cc / np.maximum(1.0 - cc, 1e-12), 0.0)
     qi = pix // nc + k * core_oy[gi, pix]  # the centroid of the pixel's part outside the core
     qj = pix % nc + k * core_ox[gi, pix]
-    q = uv0 + qi[:, None] * du + qj[:, None] * dv
-    # Signed distances of the query points to the gap's two planes and their neighbours: exact
-    # (nearest edge) at each pixel centre, computed once per (plane, pixel) and shared by the
-    # gaps using it, then carried to the query point along the normal at the nearest edge point.
-    roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
-    keys = np.where(roles >= 0, roles.astype(np.int64) * npx + pix, -1)
-    uniq = np.unique(keys[keys >= 0])
-    foot, normal, d_centre = distance_fields(uniq)
-    slot = np.searchsorted(uniq, np.maximum(keys, 0))
-    dist = np.where(keys >= 0, ((q[None] - foot[slot]) * normal[slot]).sum(-1), 0.0)
-    at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
-    dist = np.where(at_centre[None] & (keys >= 0), d_centre[slot], dist)
-    da, db = dist[1], dist[2]
+    del core, core_oy, core_ox, ca, cb, cov
     if gi.size:
+        q = uv0 + qi[:, None] * du + qj[:, None] * dv
+        # Signed distances of the query points to the gap's two planes and their neighbours:
+        # exact (nearest edge) at each pixel centre, computed once per (plane, pixel) and shared
+        # by the gaps using it, then carried to the query point along the normal there.
+        roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
+        keys = np.where(roles >= 0, roles.astype(np.int64) * npx + pix, -1)
+        uniq = np.unique(keys[keys >= 0])
+        plane_of, pix_of = uniq // npx, uniq % npx
+        centre = uv0 + (pix_of // nc)[:, None] * du + (pix_of % nc)[:, None] * dv
+        d_c, foot = boundaries.nearest(plane_of, centre)
+        sign = np.where(shapely.contains_xy(regions[plane_of], centre[:, 0], centre[:, 1]), -1.0, 1.0)
+        normal = (centre - foot) * (sign / np.maximum(d_c, 1e-300))[:, None]
+        slot = np.searchsorted(uniq, np.maximum(keys, 0))
+        dist = np.where(keys >= 0, ((q[None] - foot[slot]) * normal[slot]).sum(-1), 0.0)
+        at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
+        dist = np.where(at_centre[None] & (keys >= 0), (sign * d_c)[slot], dist)
+        da, db = dist[1], dist[2]
         zz = np.stack([z[np.maximum(r, 0)] for r in roles])
         pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
         has_prev, has_next = (roles[0] >= 0)[:, None], (roles[3] >= 0)[:, None]
@@ -591,16 +643,16 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
         chord = _unit(p1 - p0)
         t0 = np.where(has_prev, _circle_tangent(pp, p0, p1), np.where(has_next, _end_tangent(p0, p1, pn), chord))
         t1 = np.where(has_next, _circle_tangent(p0, p1, pn), np.where(has_prev, -_end_tangent(p1, p0, pp), chord))
-        length, centre, keep_a = (np.empty(len(p0)) for _ in range(3))
-        for s0 in range(0, len(p0), 50_000):
-            sl = slice(s0, s0 + 50_000)
-            length[sl], centre[sl], keep_a[sl] = _inside_along_curve(p0[sl], p1[sl], t0[sl], t1[sl])
+        length, centre_z, keep_a = (np.empty(len(p0)) for _ in range(3))
+        for s0 in range(0, len(p0), 20_000):
+            sl = slice(s0, s0 + 20_000)
+            length[sl], centre_z[sl], keep_a[sl] = _inside_along_curve(p0[sl], p1[sl], t0[sl], t1[sl])
         za_g, zb_g = z[A[gi]], z[B[gi]]
         # Resolved (the band between the two contours at least two lattice pixels wide): the
         # part of the gap where the profile at the query point is inside.
         resolved = np.abs(da - db) >= 2.0 * diag
         keep = resolved & (length > 1e-9)
-        lo = np.clip(centre[keep] - 0.5 * length[keep], za_g[keep], zb_g[keep])
+        lo = np.clip(centre_z[keep] - 0.5 * length[keep], za_g[keep], zb_g[keep])
         cols_q.append(np.c_[qi[keep], qj[keep]])
         cols_w.append((1.0 - cc[keep]) * lat.pixel_area)
         cols_a.append(lo)
@@ -609,9 +661,8 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
         # keep_a (the integral of the band's inside fraction), the part in b's only for the rest,
         # next to z_b (the slab split would give both half the gap).
         n = ~resolved
-        g_c, p_c = gi[n], pix[n]
-        for own, za, zb in ((cov[A[g_c], p_c] - cc[n], za_g[n], za_g[n] + keep_a[n]),
-                            (cov[B[g_c], p_c] - cc[n], zb_g[n] - (zb_g[n] - za_g[n] - keep_a[n]), zb_g[n])):
+        for own, za, zb in ((own_a[n], za_g[n], za_g[n] + keep_a[n]),
+                            (own_b[n], za_g[n] + keep_a[n], zb_g[n])):
             use = (own > 1e-12) & (zb > za)
             split_q.append(np.c_[qi[n][use], qj[n][use]])
             split_w.append(own[use] * lat.pixel_area)
@@ -621,19 +672,10 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, end_caps: boo
                                        (split_q, split_w, split_a, split_b, False)):
         if not qs:
             continue
-        q = np.concatenate(qs)
-        r, c = lat.to_rc(q[:, 0], q[:, 1])
+        qq = np.concatenate(qs)
+        r, c = lat.to_rc(qq[:, 0], qq[:, 1])
         ka, kb = fr.k(np.concatenate(zas)), fr.k(np.concatenate(zbs))
         smp, _ = _depth_samples(arr, fr, r, c, np.concatenate(ws), np.minimum(ka, kb), np.maximum(ka, kb), lat.f)
         if not extremes:  # their dose point may lie just outside the solid
             smp.dmin, smp.dmax = np.inf, -np.inf
-        parts.append(smp)
-    out = _merge(parts)
-    vmin, vmax = _vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])
-    out.dmin, out.dmax = min(out.dmin, vmin), max(out.dmax, vmax)
-    return out
-
-
-def _centres_inside_from(cov: NDArray, oy: NDArray, ox: NDArray) -> NDArray[np.bool_]:
-    """Pixels counted inside for the distance transform: more than half covered."""
-    return cov > 0.5
+        sink.add(smp)

@@ -570,14 +570,17 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
         return DVH([0.0], [0.0], name=name, prescription_gy=prescription_gy)
     stack = structure._stack
     work = dose if engine.is_aligned(dose.grid, stack.normal) else _aligned_dose(dose, structure)
+    top = float(np.nanmax(work.array)) if work.array.size else 0.0
+    sink = engine.Histogram(min_width(top), top)
     if between_planes == "smooth":
-        smp = engine.sample_smooth(work, stack, resolution, end_caps)
+        engine.sample_smooth(work, stack, resolution, sink, end_caps)
     else:
-        smp = engine.sample_aligned(work, stack, engine.slab_layers(stack, end_caps), resolution)
-    outside_cc = smp.outside_cc
+        engine.sample_aligned(work, stack, engine.slab_layers(stack, end_caps), resolution, sink)
+    outside_cc = sink.outside_cc
     if outside_cc > 0:
-        warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {smp.weights.sum() + outside_cc:.3f} cm3 lies outside "
+        warn(f"ROI '{name}': {outside_cc:.3f} cm3 of {sink.total + outside_cc:.3f} cm3 lies outside "
              "the dose grid; counted at 0 Gy (DVH.outside_volume_cc)", log)
+    # Extremes: the samples' faces, contour vertices, and dose grid points inside the solid.
     in_mask = structure.mask(dose.grid)
     if not end_caps:  # grid points in the end caps are not in the solid
         pos = np.array([p.position for p in stack.planes])
@@ -586,13 +589,20 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
         keep = (t >= pos.min() - 1e-6) & (t <= pos.max() + 1e-6)
         in_mask[tuple(idx[~keep].T)] = False
     inside_grid = dose.array[in_mask]
-    candidates = np.concatenate([[smp.dmin, smp.dmax, 0.0 if outside_cc > 0 else np.nan],
+    candidates = np.concatenate([[sink.dmin, sink.dmax, 0.0 if outside_cc > 0 else np.nan],
                                  inside_grid.astype(np.float64)])
     candidates = candidates[np.isfinite(candidates)]
-    return DVH.from_samples(smp.doses, smp.weights, name=name, outside_volume_cc=outside_cc,
-                            prescription_gy=prescription_gy,
-                            min=float(candidates.min()) if candidates.size else None,
-                            max=float(candidates.max()) if candidates.size else None, spread=smp.half)
+    if sink.total <= 0:
+        return DVH([0.0], [outside_cc], name=name, outside_volume_cc=outside_cc, prescription_gy=prescription_gy,
+                   mean=0.0 if outside_cc > 0 else None, min=0.0 if outside_cc > 0 else None,
+                   max=0.0 if outside_cc > 0 else None)
+    n = min(len(sink.edges), int(np.ceil(sink.top / sink.width)) + 2)
+    volumes = sink.cum[:n].copy()
+    volumes[0] = sink.total + outside_cc  # everything receives at least 0 Gy
+    return DVH(sink.edges[:n], volumes, name=name, outside_volume_cc=outside_cc, prescription_gy=prescription_gy,
+               mean=sink.dose_volume / (sink.total + outside_cc),
+               min=float(candidates.min()) if candidates.size else None,
+               max=float(candidates.max()) if candidates.size else None)
 
 
 def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, workers: int | None = None,

@@ -509,8 +509,8 @@ class Structure:
             for _, t in ts:
                 i = int(np.searchsorted(lo, t, side="right")) - 1
                 per_slice.append(rings(i, t) if i >= 0 and t < hi[i] else [])
-            # a few million pixels per vectorised pass bounds the temporaries
-            chunk = max(1, 2_000_000 // max(1, shape2[0] * (shape2[1] + 1)))
+            # a few hundred thousand pixels per vectorised pass bounds the temporaries (8 bytes each)
+            chunk = max(1, 400_000 // max(1, shape2[0] * (shape2[1] + 1)))
             for j0 in range(0, len(per_slice), chunk):
                 sub[j0:j0 + chunk] = centers_inside_stack(per_slice[j0:j0 + chunk], shape2)
             return
