@@ -349,6 +349,7 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
+GAP_CHUNK_CELLS = 80_000  # the same for the gaps of the smooth solid
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
@@ -562,7 +563,7 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
         return
     regions = np.array([p.region for p in planes], dtype=object)
     table = np.array(gaps, dtype=np.intp)
-    step = max(1, CHUNK_CELLS // max(1, 2 * npx))
+    step = max(1, GAP_CHUNK_CELLS // max(1, npx))
     for g0 in range(0, len(gaps), step):
         chunk = table[g0:g0 + step]
         used = set(chunk[chunk >= 0].tolist())
