@@ -18,24 +18,31 @@ Four parts, in one run:
    Figures: volume, Dmin, Dmax, Dmean, D99, D95, D5, D1, D0.03cc. For each figure and method:
    median, 95th percentile and largest |error| (volume in % of the reference, doses in cGy)
    and the rows outside the acceptance tolerance (doses: max(1% of the reference, 10 cGy);
-   volume: 1%). Methods: rtkit ``between_planes="slab"`` and ``"smooth"``; dicompyler with
-   its defaults and with its interpolation on (in-plane ``interpolation_resolution`` = dose
-   pixel spacing / 4, ``interpolation_segments_between_planes=2``). The methods run in turn
-   on each row; crashes are counted and listed per row, never fatal. Every row's results
-   go to ``_work/dvh/nelms_rows.csv``.
+   volume: 1%). Methods: rtkit ``dvh(dose, roi)`` with its defaults (``between_planes=
+   "smooth"``) and with ``between_planes="slab"``, each timed for the ``dvh`` call alone and
+   with the reading; dicompyler with its defaults and with its interpolation on (in-plane
+   ``interpolation_resolution`` = dose pixel spacing / 4,
+   ``interpolation_segments_between_planes=2``). The methods run in turn on each row; crashes
+   are counted and listed per row, never fatal. Every row's results go to
+   ``_work/dvh/nelms_rows.csv``.
 2. The dicompyler-core example breast plan (``dicompyler-core``: rtss.dcm, rtdose.dcm): all
    ROIs, timed as the best of ``--repeat`` alternating runs after a warm-up: rtkit
-   ``dvhs(dose, structures)`` (dose and structures read and the dose decoded before the
-   timer, fresh objects for every run), the same including the reading, and dicompyler
-   ``get_dvh`` for every ROI with its defaults and with 1.25 mm in-plane interpolation (one
-   run: about 30 s). Targets (issue 5): rtkit all ROIs <= 0.5 s and >= 50x faster than
-   dicompyler with interpolation.
+   ``dvhs(dose, structures)`` with the defaults (smooth, threads = usable cores), smooth with
+   ``workers=1``, slab with threads and slab with ``workers=1`` (dose and structures read and
+   the dose decoded before the timer, fresh objects for every run), the default including the
+   reading, and dicompyler ``get_dvh`` for every ROI with its defaults and with 1.25 mm
+   in-plane interpolation (one run: about 30 s). Targets (issue 5): rtkit all ROIs <= 0.5 s
+   and >= 50x faster than dicompyler with interpolation.
 3. The same plan against the TPS (Eclipse) DVHs stored in the RT Dose's DVHSequence (read
    with ``rtkit.DVH.from_dicom``, and with dicompyler's reader as a cross-check): volume,
-   Dmean, D95, D5 and Dmax for every ROI from rtkit, Eclipse and dicompyler. ROIs over 10 cc
-   with |volume difference| > 2% or |Dmean difference| > 1% are flagged (acceptance targets).
-4. rtkit's peak memory for all breast ROIs, in a fresh subprocess (VmHWM and tracemalloc),
-   against 3x the float32 dose grid + one bool mask on the dose grid.
+   Dmean, D95, D5 and Dmax for every ROI from rtkit (defaults, and ``end_caps=False``,
+   Eclipse's convention), Eclipse and dicompyler. ROIs over 10 cc with |volume difference| >
+   2% or |Dmean difference| > 1% are flagged (acceptance targets). For BODY, V(>= d) at
+   0.1-10 Gy from rtkit and Eclipse, and the lines that explain the differences (end caps,
+   BODY's low-dose volume).
+4. rtkit's peak memory for all breast ROIs (``dvhs`` with the defaults, ``workers=1`` and
+   threads), each in a fresh subprocess (VmHWM and tracemalloc), against 3x the float32 dose
+   grid + one bool mask on the dose grid.
 
 Run:  .venv/bin/python benchmarks/bench_dvh.py [--repeat N] [--quick] [--no-peer-interp]
       [--no-memory] [--work DIR] [--data DIR]
@@ -89,10 +96,17 @@ BREAST_INTERP_MM = 1.25  # breast, dicompyler interpolated: in-plane resolution 
 ISSUE_PEER_INTERP_S = 27.4
 TARGET_BREAST_S = 0.5  # rtkit, all breast ROIs, dose loaded
 TARGET_BREAST_RATIO = 50.0  # dicompyler with interpolation / rtkit, at least
-TARGET_NELMS_S = 5.0  # rtkit, all 90 Nelms rows (docs/dvh.md)
 ECLIPSE_MIN_CC, ECLIPSE_VOL_PCT, ECLIPSE_MEAN_PCT = 10.0, 2.0, 1.0
-REPEAT_BUDGET_S = 240.0  # breast timing: stop repeating (after 1 run) once this has passed
-METHODS = ("rtkit slab", "rtkit smooth", "dicompyler", "dicompyler interp")
+BODY_DOSES = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)  # Gy: BODY's V(>= d) against Eclipse
+REPEAT_BUDGET_S = 300.0  # breast timing: stop repeating (after 1 run) once this has passed
+#: Nelms methods; "rtkit smooth" is rtkit.dvh with its defaults
+METHODS = ("rtkit smooth", "rtkit slab", "dicompyler", "dicompyler interp")
+#: breast timing: (label, dvhs keyword arguments); the first is rtkit's defaults
+RT_VARIANTS = [("rtkit dvhs defaults (smooth, threads)", {}),
+               ("rtkit dvhs smooth, workers=1", {"workers": 1}),
+               ("rtkit dvhs slab, threads", {"between_planes": "slab"}),
+               ("rtkit dvhs slab, workers=1", {"between_planes": "slab", "workers": 1})]
+NOCAP = "rtkit end_caps=False"
 
 
 # ----------------------------------------------------------------- the dicompyler worker
@@ -237,22 +251,16 @@ class Peer(PeerProcess):
 
 
 # ----------------------------------------------------------------- rtkit side
-def rtkit_figures(h: rtkit.DVH) -> dict[str, float]:
-    """Volume (cm3) and doses (Gy) of an rtkit DVH, named as in FIGURES."""
+def rtkit_figures(h: rtkit.DVH) -> dict[str, Any]:
+    """Volume (cm3) and doses (Gy) of an rtkit DVH, named as in FIGURES; V(>= d) in cm3 at BODY_DOSES."""
     return {"volume": h.volume_cc, "min": h.min, "max": h.max, "mean": h.mean,
             "D99": h.dose_at(99), "D95": h.dose_at(95), "D5": h.dose_at(5), "D1": h.dose_at(1),
-            "D0.03cc": h.dose_at(0.03, "cc"), "outside": h.outside_volume_cc}
+            "D0.03cc": h.dose_at(0.03, "cc"), "outside": h.outside_volume_cc,
+            "V": {d: h.volume_at(d) for d in BODY_DOSES}}
 
 
 def _err(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-
-
-def _not_available(exc: BaseException) -> bool:
-    """An exception that says between_planes='smooth' is not implemented (rather than a crash)."""
-    if isinstance(exc, NotImplementedError):
-        return True
-    return isinstance(exc, ValueError) and ("between_planes" in str(exc) or "smooth" in str(exc))
 
 
 def _pick_roi(structures: Any, number: int) -> Any:
@@ -309,8 +317,8 @@ def error(key: str, value: float, ref: float) -> float:
     return (value - ref) / ref * 100.0 if key == "volume" else value - ref
 
 
-def run_rtkit_nelms(row: NelmsRow, between: str) -> dict[str, Any]:
-    """read_dose + read_structures + dvh for one row; figures in cc and cGy, or a crash."""
+def run_rtkit_nelms(row: NelmsRow, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """read_dose + read_structures + dvh(**kwargs) for one row; figures in cc and cGy, or a crash."""
     gc.collect()
     t0 = time.perf_counter()
     try:
@@ -319,11 +327,11 @@ def run_rtkit_nelms(row: NelmsRow, between: str) -> dict[str, Any]:
             dose = rtkit.read_dose(row.dose_path)
             structure = _pick_roi(rtkit.read_structures(row.structure_path), NELMS_ROI)
             t1 = time.perf_counter()
-            h = rtkit.dvh(dose, structure, between_planes=between)
+            h = rtkit.dvh(dose, structure, **kwargs)
             t2 = time.perf_counter()
             fig = rtkit_figures(h)
     except Exception as exc:  # a crash is counted and reported, never fatal here
-        return {"crash": _err(exc), "exc": exc, "wall": time.perf_counter() - t0,
+        return {"crash": _err(exc), "wall": time.perf_counter() - t0,
                 "trace": traceback.format_exc()}
     out: dict[str, Any] = {k: (v if k == "volume" else v * 100.0) for k, v in fig.items() if k != "outside"}
     out.update(wall=t2 - t0, dvh_wall=t2 - t1, warnings=len(caught), outside=fig["outside"])
@@ -353,20 +361,10 @@ def part_nelms(args: argparse.Namespace, peer: Peer | None, peer_interp: bool, o
         available["dicompyler"] = available["dicompyler interp"] = False
     if not peer_interp:
         available["dicompyler interp"] = False
-    smooth_note = ""
     t_start = time.perf_counter()
     for i, row in enumerate(rows):
-        for between in ("slab", "smooth"):
-            method = f"rtkit {between}"
-            if not available[method]:
-                continue
-            res = run_rtkit_nelms(row, between)
-            if between == "smooth" and "crash" in res and _not_available(res["exc"]):
-                available[method] = False
-                smooth_note = res["crash"]
-                continue
-            res.pop("exc", None)
-            row.results[method] = res
+        row.results["rtkit smooth"] = run_rtkit_nelms(row, {})  # the defaults
+        row.results["rtkit slab"] = run_rtkit_nelms(row, {"between_planes": "slab"})
         if available["dicompyler"]:
             row.results["dicompyler"] = run_peer_nelms(peer, row, {})
         if available["dicompyler interp"]:
@@ -377,7 +375,7 @@ def part_nelms(args: argparse.Namespace, peer: Peer | None, peer_interp: bool, o
             print(f"  nelms: {i + 1}/{len(rows)} rows, {time.perf_counter() - t_start:.0f} s", file=sys.stderr,
                   flush=True)
     write_rows_csv(rows, out_dir / "nelms_rows.csv")
-    return {"rows": rows, "available": available, "smooth_note": smooth_note,
+    return {"rows": rows, "available": available,
             "spacings": sorted({tuple(v) for v in spacing_cache.values()})}
 
 

@@ -128,30 +128,6 @@ def _resolution(layers: list[Layer], pieces: NDArray[np.float64], pixel_mm: NDAr
     return float(np.clip(np.sqrt(max(work, 1e-6) / TARGET_SAMPLES), MIN_RESOLUTION_MM, pixel_mm.min()))
 
 
-def _trilinear(arr: NDArray[Any], z: NDArray, r: NDArray, c: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-    """Trilinear dose and its d/drow, d/dcol (per index unit) at index points (clamped to the grid)."""
-    K, R, C = arr.shape
-    flat = arr.reshape(-1)
-    out = []
-    axes = []
-    for x, n in ((z, K), (r, R), (c, C)):
-        x = np.clip(x, 0.0, n - 1.0)
-        i0 = np.minimum(np.floor(x).astype(np.intp), max(n - 2, 0))
-        axes.append((i0, np.minimum(i0 + 1, n - 1), x - i0))
-    (k0, k1, tk), (r0, r1, tr), (c0, c1, tc) = axes
-    for k in (k0, k1):
-        base = k * (R * C)
-        v00 = flat[base + r0 * C + c0].astype(np.float64)
-        v01 = flat[base + r0 * C + c1].astype(np.float64)
-        v10 = flat[base + r1 * C + c0].astype(np.float64)
-        v11 = flat[base + r1 * C + c1].astype(np.float64)
-        top = v00 + tc * (v01 - v00)
-        bottom = v10 + tc * (v11 - v10)
-        out.append((top + tr * (bottom - top), bottom - top, (1 - tr) * (v01 - v00) + tr * (v11 - v10)))
-    (a, ar, ac), (b, br, bc) = out
-    return a + tk * (b - a), ar + tk * (br - ar), ac + tk * (bc - ac)
-
-
 @dataclass
 class _Frame:
     """The dose grid seen from the contour planes (aligned: slices parallel to the planes)."""
@@ -226,9 +202,55 @@ def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[
     sp = sp[np.all((sp > -0.5) & (sp < np.array(frame.shape) - 0.5), axis=1)]
     lo, hi = np.inf, -np.inf
     for s0 in range(0, len(sp), 50_000):
-        vs = _trilinear(arr, sp[s0:s0 + 50_000, 0], sp[s0:s0 + 50_000, 1], sp[s0:s0 + 50_000, 2])[0]
+        part = sp[s0:s0 + 50_000]
+        vs = _Columns(arr, part[:, 1], part[:, 2]).face(part[:, 0], np.arange(len(part)))[0]
         lo, hi = min(lo, float(vs.min())), max(hi, float(vs.max()))
     return lo, hi
+
+
+class _Columns:
+    """Bilinear in-plane weights of fixed points (row, col) of a dose grid, for any slice."""
+
+    def __init__(self, arr: NDArray, r: NDArray, c: NDArray) -> None:
+        K, R, C = arr.shape
+        self.flat = arr.reshape(-1)
+        self.K, self.RC = K, R * C
+        r = np.clip(r, 0.0, R - 1.0)
+        c = np.clip(c, 0.0, C - 1.0)
+        r0 = np.minimum(np.floor(r).astype(np.intp), max(R - 2, 0))
+        c0 = np.minimum(np.floor(c).astype(np.intp), max(C - 2, 0))
+        self.tr, self.tc = r - r0, c - c0
+        r1, c1 = np.minimum(r0 + 1, R - 1), np.minimum(c0 + 1, C - 1)
+        self.i00, self.i01, self.i10, self.i11 = r0 * C + c0, r0 * C + c1, r1 * C + c0, r1 * C + c1
+
+    def slice(self, k: NDArray, sel: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+        """Dose, d/drow and d/dcol (per index unit) at the points ``sel`` on slices ``k``."""
+        base = k * self.RC
+        f = self.flat
+        v00 = f[base + self.i00[sel]].astype(np.float64)
+        v01 = f[base + self.i01[sel]].astype(np.float64)
+        v10 = f[base + self.i10[sel]].astype(np.float64)
+        v11 = f[base + self.i11[sel]].astype(np.float64)
+        tr, tc = self.tr[sel], self.tc[sel]
+        top = v00 + tc * (v01 - v00)
+        bottom = v10 + tc * (v11 - v10)
+        return top + tr * (bottom - top), bottom - top, (1 - tr) * (v01 - v00) + tr * (v11 - v10)
+
+    def face(self, z: NDArray, sel: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+        """The same at depths z (slice index units, clamped to the grid): trilinear."""
+        K = self.K
+        zc = np.clip(z, 0.0, K - 1.0)
+        k0 = np.minimum(np.floor(zc).astype(np.intp), max(K - 2, 0))
+        t = zc - k0
+        out = self.slice(k0, sel)
+        between = np.flatnonzero(t > 0)
+        if between.size and K > 1:
+            upper = self.slice(k0[between] + 1, sel[between])
+            tb = t[between]
+            out = tuple(x.copy() for x in out)
+            for x, u in zip(out, upper, strict=True):
+                x[between] += tb * (u - x[between])
+        return out
 
 
 def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: NDArray,
@@ -237,7 +259,8 @@ def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: ND
 
     Each column is split at the dose slices (and at the grid's outer faces); a piece's volume is
     spread uniformly between the doses on its two faces, widened by the in-plane variation over
-    a lattice pixel (``1/f`` dose pixels).  Returns the samples and the volume outside (cm3).
+    a lattice pixel (``1/f`` dose pixels).  Faces shared by two pieces are evaluated once.
+    Returns the samples and the volume outside (cm3).
     """
     K = frame.shape[0]
     cuts = np.concatenate([[-0.5], np.arange(K, dtype=np.float64), [K - 0.5]])
@@ -248,33 +271,34 @@ def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: ND
     outside = 0.0
     ds, hs, ws = [], [], []
     dmin, dmax = np.inf, -np.inf
+    cols = _Columns(arr, r, c)
+    everyone = np.arange(len(r))
+    prev = cols.face(ka, everyone)  # the lower face of piece 0, for every column
+    prev_at = everyone  # which columns prev holds (those with a piece m)
     for m in range(int(npieces.max(initial=0))):
         sel = np.flatnonzero(npieces > m)
+        pos = np.searchsorted(prev_at, sel)
+        va, ga_r, ga_c = (x[pos] for x in prev)
         lo = np.where(m == 0, ka[sel], cuts[np.minimum(first[sel] + m - 1, len(cuts) - 1)])
         hi = np.where(m == npieces[sel] - 1, kb[sel], cuts[np.minimum(first[sel] + m, len(cuts) - 1)])
+        vb, gb_r, gb_c = cols.face(hi, sel)
+        prev, prev_at = (vb, gb_r, gb_c), sel
         thick = (hi - lo) * abs(frame.s_n)
         mid = 0.5 * (lo + hi)
         good = inside[sel] & (mid >= -0.5) & (mid <= K - 0.5) & (thick > 0)
-        outside += float(np.sum(area[sel][~good] * np.maximum(thick[~good], 0.0))) / 1000.0
-        sel, lo, hi, thick = sel[good], lo[good], hi[good], thick[good]
-        if not sel.size:
-            continue
-        va, ga_r, ga_c = _trilinear(arr, lo, r[sel], c[sel])
-        vb, gb_r, gb_c = _trilinear(arr, hi, r[sel], c[sel])
         known = np.isfinite(va) & np.isfinite(vb)  # a resampled dose is NaN outside the original grid
-        if not known.all():
-            outside += float(np.sum(area[sel][~known] * thick[~known])) / 1000.0
-            sel, thick = sel[known], thick[known]
-            va, ga_r, ga_c, vb, gb_r, gb_c = (x[known] for x in (va, ga_r, ga_c, vb, gb_r, gb_c))
-            if not sel.size:
-                continue
-        g_r = 0.5 * (ga_r + gb_r) / f[0]
-        g_c = 0.5 * (ga_c + gb_c) / f[1]
-        ds.append(0.5 * (va + vb))
-        hs.append(0.5 * np.sqrt((vb - va) ** 2 + g_r * g_r + g_c * g_c))
-        ws.append(area[sel] * thick / 1000.0)
-        dmin = min(dmin, float(va.min()), float(vb.min()))
-        dmax = max(dmax, float(va.max()), float(vb.max()))
+        outside += float(np.sum(area[sel][~(good & known)] * np.maximum(thick[~(good & known)], 0.0))) / 1000.0
+        keep = good & known
+        if not keep.any():
+            continue
+        g_r = 0.5 * (ga_r[keep] + gb_r[keep]) / f[0]
+        g_c = 0.5 * (ga_c[keep] + gb_c[keep]) / f[1]
+        a_, b_ = va[keep], vb[keep]
+        ds.append(0.5 * (a_ + b_))
+        hs.append(0.5 * np.sqrt((b_ - a_) ** 2 + g_r * g_r + g_c * g_c))
+        ws.append(area[sel][keep] * thick[keep] / 1000.0)
+        dmin = min(dmin, float(a_.min()), float(b_.min()))
+        dmax = max(dmax, float(a_.max()), float(b_.max()))
     return Samples(_cat(ds), _cat(hs), _cat(ws), outside, dmin, dmax), outside
 
 
@@ -564,12 +588,20 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
     regions = np.array([p.region for p in planes], dtype=object)
     table = np.array(gaps, dtype=np.intp)
     step = max(1, GAP_CHUNK_CELLS // max(1, npx))
+    # One edge search structure for the whole solid when it is small, else one per chunk.
+    perimeter = sum(float(np.abs(np.diff(r[:, :2], axis=0)).sum()) for lay in layers for r in lay.rings)
+    whole = None
+    if perimeter / BOUNDARY_STEP_MM < 100_000:
+        shapely.prepare(regions)
+        whole = _Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM)
     for g0 in range(0, len(gaps), step):
         chunk = table[g0:g0 + step]
-        used = set(chunk[chunk >= 0].tolist())
-        shapely.prepare(regions[sorted(used)])
-        boundaries = _Boundaries([layers[j].rings if j in used else [] for j in range(len(planes))],
-                                 BOUNDARY_STEP_MM)
+        boundaries = whole
+        if boundaries is None:
+            used = set(chunk[chunk >= 0].tolist())
+            shapely.prepare(regions[sorted(used)])
+            boundaries = _Boundaries([layers[j].rings if j in used else [] for j in range(len(planes))],
+                                     BOUNDARY_STEP_MM)
         _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, boundaries, regions, (uv0, du, dv), diag, sink)
 
 
