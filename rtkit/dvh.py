@@ -617,8 +617,10 @@ def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, work
         Default: all, in the set's order.
     workers : int, optional
         Threads computing DVHs side by side (the work is mostly in numpy, which releases the
-        GIL).  Default: the usable CPU cores; 1 computes them one after the other.  The
-        result does not depend on it.
+        GIL): about 1.3x faster on 2 cores for the breast plan, at the cost of the working
+        memory of one DVH per thread.  Default 1 (one after the other; memory bounded by one
+        DVH).  ``0`` or a negative number: the usable CPU cores.  The result does not depend
+        on it.
     **kwargs
         Passed to :func:`dvh` (``resolution``, ``prescription_gy``, ``between_planes``).
 
@@ -630,6 +632,8 @@ def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, work
     chosen = list(names or list(structures))
     picked = [(n, structures[n]) for n in chosen]
     if workers is None:
+        workers = 1
+    elif workers <= 0:
         try:
             workers = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux

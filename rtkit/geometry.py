@@ -45,6 +45,12 @@ def _as_points(xyz: ArrayLike, name: str) -> NDArray[np.float64]:
     return pts
 
 
+def _affine_apply(m: NDArray[np.float64], pts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``pts @ m[:3, :3].T + m[:3, 3]`` without BLAS: a 3x3 product on many points is memory-bound,
+    and BLAS threads started for it only spin against the caller's other work."""
+    return pts[..., 0:1] * m[:3, 0] + pts[..., 1:2] * m[:3, 1] + pts[..., 2:3] * m[:3, 2] + m[:3, 3]
+
+
 class Grid:
     """A regular 3-D grid in DICOM patient coordinates (LPS, mm).
 
@@ -269,7 +275,7 @@ class Grid:
             LPS coordinates in mm.
         """
         i = _as_points(idx, "idx")
-        return i @ self._affine[:3, :3].T + self._affine[:3, 3]
+        return _affine_apply(self._affine, i)
 
     def world_to_index(self, xyz: ArrayLike) -> NDArray[np.float64]:
         """Map LPS coordinates (mm) to fractional ``(slice, row, column)`` indices.
@@ -283,8 +289,7 @@ class Grid:
         ndarray, shape (..., 3), float64
         """
         p = _as_points(xyz, "xyz")
-        inv = self.inverse_affine
-        return p @ inv[:3, :3].T + inv[:3, 3]
+        return _affine_apply(self.inverse_affine, p)
 
     def centers(self) -> NDArray[np.float64]:
         """LPS coordinates (mm) of every voxel centre.

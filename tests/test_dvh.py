@@ -284,3 +284,14 @@ def test_stored_differential_dvh():
     np.testing.assert_allclose(h.volumes, [6, 5, 2, 2, 0])
     assert h.mean == pytest.approx((0.5 * 1 + 1.5 * 3 + 3.5 * 2) / 6)
     assert h.volume_at(1.5) == pytest.approx(3.5)
+
+
+def test_dvhs_on_threads_gives_the_same_dvhs(tmp_path):
+    case = rtkit.load(rtkit.datasets.synthetic_case(tmp_path / "c"))
+    names = [n for n in case.structures.names if not case.structures[n].is_empty]
+    one = rtkit.dvhs(case.dose, case.structures, names=names)
+    many = rtkit.dvhs(case.dose, case.structures, names=names, workers=0)
+    assert list(one) == list(many) == names
+    for n in names:
+        np.testing.assert_array_equal(one[n].volumes, many[n].volumes)
+        assert one[n].mean == many[n].mean and one[n].max == many[n].max
