@@ -27,8 +27,8 @@ Four parts, in one run:
    ``_work/dvh/nelms_rows.csv``.
 2. The dicompyler-core example breast plan (``dicompyler-core``: rtss.dcm, rtdose.dcm): all
    ROIs, timed as the best of ``--repeat`` alternating runs after a warm-up: rtkit
-   ``dvhs(dose, structures)`` with the defaults (smooth, threads = usable cores), smooth with
-   ``workers=1``, slab with threads and slab with ``workers=1`` (dose and structures read and
+   ``dvhs(dose, structures)`` with the defaults (smooth, ``workers=1``), smooth with threads
+   (``workers=0``: one per usable core), slab with threads and slab with ``workers=1`` (dose and structures read and
    the dose decoded before the timer, fresh objects for every run), the default including the
    reading, and dicompyler ``get_dvh`` for every ROI with its defaults and with 1.25 mm
    in-plane interpolation (one run: about 30 s). Targets (issue 5): rtkit all ROIs <= 0.5 s
@@ -40,8 +40,8 @@ Four parts, in one run:
    2% or |Dmean difference| > 1% are flagged (acceptance targets). For BODY, V(>= d) at
    0.1-10 Gy from rtkit and Eclipse, and the lines that explain the differences (end caps,
    BODY's low-dose volume).
-4. rtkit's peak memory for all breast ROIs (``dvhs`` with the defaults, ``workers=1`` and
-   threads), each in a fresh subprocess (VmHWM and tracemalloc), against 3x the float32 dose
+4. rtkit's peak memory for all breast ROIs (``dvhs`` with the defaults, ``workers=1``, and
+   with threads, ``workers=0``), each in a fresh subprocess (VmHWM and tracemalloc), against 3x the float32 dose
    grid + one bool mask on the dose grid.
 
 Run:  .venv/bin/python benchmarks/bench_dvh.py [--repeat N] [--quick] [--no-peer-interp]
@@ -103,9 +103,9 @@ REPEAT_BUDGET_S = 300.0  # breast timing: stop repeating (after 1 run) once this
 #: Nelms methods; "rtkit smooth" is rtkit.dvh with its defaults
 METHODS = ("rtkit smooth", "rtkit slab", "dicompyler", "dicompyler interp")
 #: breast timing: (label, dvhs keyword arguments); the first is rtkit's defaults
-RT_VARIANTS = [("rtkit dvhs defaults (smooth, threads)", {}),
-               ("rtkit dvhs smooth, workers=1", {"workers": 1}),
-               ("rtkit dvhs slab, threads", {"between_planes": "slab"}),
+RT_VARIANTS = [("rtkit dvhs defaults (smooth, workers=1)", {}),
+               ("rtkit dvhs smooth, threads (workers=0)", {"workers": 0}),
+               ("rtkit dvhs slab, threads (workers=0)", {"between_planes": "slab", "workers": 0}),
                ("rtkit dvhs slab, workers=1", {"between_planes": "slab", "workers": 1})]
 NOCAP = "rtkit end_caps=False"
 
@@ -919,7 +919,7 @@ def child_memory(mode: str, data: Path) -> None:
     ``mode`` is "<measure>:<workers>", measure "rss" or "tracemalloc", workers "1" or "auto".
     """
     measure, workers = mode.split(":")
-    kwargs: dict[str, Any] = {} if workers == "auto" else {"workers": int(workers)}
+    kwargs: dict[str, Any] = {"workers": 0} if workers == "auto" else {"workers": int(workers)}
     warnings.simplefilter("ignore")
     # Warm-up on the smallest non-empty ROI with its own objects, so that lazy imports are done.
     dose, structures = load_breast(data)
