@@ -195,15 +195,23 @@ def _in_plane(frame: _Frame, r: NDArray, c: NDArray) -> NDArray[np.bool_]:
 
 def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[NDArray]]]) -> tuple[float, float]:
     """Min and max dose over ring vertices placed at normal positions (mm), inside the grid."""
-    pts = [np.c_[np.full(len(r), float(frame.k(t))), r] for t, rings in faces for r in rings]
-    if not pts:
+    rc, zs = [], []
+    for t, rings in faces:
+        if rings:
+            xy = rings[0] if len(rings) == 1 else np.concatenate(rings)
+            rc.append(xy)
+            zs.append(np.full(len(xy), float(frame.k(t))))
+    if not rc:
         return np.inf, -np.inf
-    sp = np.concatenate(pts)
-    sp = sp[np.all((sp > -0.5) & (sp < np.array(frame.shape) - 0.5), axis=1)]
+    rc_all, z_all = np.concatenate(rc), np.concatenate(zs)
+    K, R, C = frame.shape
+    ok = ((z_all > -0.5) & (z_all < K - 0.5) & (rc_all[:, 0] > -0.5) & (rc_all[:, 0] < R - 0.5)
+          & (rc_all[:, 1] > -0.5) & (rc_all[:, 1] < C - 0.5))
+    rc_all, z_all = rc_all[ok], z_all[ok]
     lo, hi = np.inf, -np.inf
-    for s0 in range(0, len(sp), 50_000):
-        part = sp[s0:s0 + 50_000]
-        vs = _Columns(arr, part[:, 1], part[:, 2]).face(part[:, 0], np.arange(len(part)))[0]
+    for s0 in range(0, len(z_all), 50_000):
+        part = slice(s0, s0 + 50_000)
+        vs = _Columns(arr, rc_all[part, 0], rc_all[part, 1]).face(z_all[part], np.arange(len(z_all[part])))[0]
         lo, hi = min(lo, float(vs.min())), max(hi, float(vs.max()))
     return lo, hi
 
@@ -451,7 +459,7 @@ class _Boundaries:
         """Distance from q[i] (N, 2) to the edges of plane[i], and the nearest edge point (N, 2)."""
         if not len(q):
             return np.empty(0), np.empty((0, 2))
-        _, idx = self.tree.query(np.c_[q, plane * self._APART], k=self.k)
+        _, idx = self.tree.query(np.column_stack([q, plane * self._APART]), k=self.k)
         s = self.seg[idx.reshape(len(q), -1)]  # (N, k) candidate segments
         a = self.a[s]
         ab = self.b[s] - a
@@ -632,11 +640,11 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     # the core: inside over the whole gap (wholly covered pixels merged over touching gaps)
     whole = core >= 1.0 - 1e-12
     gi, pix = np.nonzero((core > 0) & ~whole)
-    cols_q.append(np.c_[pix // nc + core_oy[gi, pix], pix % nc + core_ox[gi, pix]])
+    cols_q.append(np.column_stack([pix // nc + core_oy[gi, pix], pix % nc + core_ox[gi, pix]]))
     cols_w.append(core[gi, pix] * lat.pixel_area)
     cols_a.append(z[A[gi]])
     cols_b.append(z[B[gi]])
-    zab_gap = np.sort(np.c_[fr.k(z[A]), fr.k(z[B])], axis=1)
+    zab_gap = np.sort(np.column_stack([fr.k(z[A]), fr.k(z[B])]), axis=1)
     pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(table), nr, nc), zab_gap)
     del whole
     r_full, c_full = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
@@ -686,7 +694,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         resolved = np.abs(da - db) >= 2.0 * diag
         keep = resolved & (length > 1e-9)
         lo = np.clip(centre_z[keep] - 0.5 * length[keep], za_g[keep], zb_g[keep])
-        cols_q.append(np.c_[qi[keep], qj[keep]])
+        cols_q.append(np.column_stack([qi[keep], qj[keep]]))
         cols_w.append((1.0 - cc[keep]) * lat.pixel_area)
         cols_a.append(lo)
         cols_b.append(np.minimum(lo + length[keep], zb_g[keep]))
@@ -697,7 +705,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         for own, za, zb in ((own_a[n], za_g[n], za_g[n] + keep_a[n]),
                             (own_b[n], za_g[n] + keep_a[n], zb_g[n])):
             use = (own > 1e-12) & (zb > za)
-            split_q.append(np.c_[qi[n][use], qj[n][use]])
+            split_q.append(np.column_stack([qi[n][use], qj[n][use]]))
             split_w.append(own[use] * lat.pixel_area)
             split_a.append(za[use])
             split_b.append(zb[use])
