@@ -114,3 +114,22 @@ def run_json(cmd: list[str], what: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def proc_status(name: str) -> int:
+    """A byte count from /proc/self/status (e.g. "VmRSS", "VmHWM")."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{name} not in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux clear_refs 5); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeerProcess, run_json
+from _common import PeerProcess, proc_status, reset_peak, run_json
 from _common import machine_facts as _machine_facts
 from _common import mib as _mib
 from bench_rtio import ensure_venv
@@ -896,21 +896,6 @@ def print_explanations(b: dict[str, Any], eclipse: dict[int, dict[str, Any] | st
 
 
 # ----------------------------------------------------------------- part 4: memory
-def _proc_status(name: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{name} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def child_memory(mode: str, data: Path) -> None:
@@ -930,11 +915,11 @@ def child_memory(mode: str, data: Path) -> None:
     gc.collect()
     out: dict[str, Any] = {"mode": mode, "voxels": int(dose.array.size)}
     if measure == "rss":
-        out["reset_ok"] = _reset_peak()
-        before = _proc_status("VmRSS")
+        out["reset_ok"] = reset_peak()
+        before = proc_status("VmRSS")
         hs = rtkit.dvhs(dose, structures, **kwargs)
-        out["peak_delta"] = max(0, _proc_status("VmHWM") - before)
-        out["held_delta"] = max(0, _proc_status("VmRSS") - before)
+        out["peak_delta"] = max(0, proc_status("VmHWM") - before)
+        out["held_delta"] = max(0, proc_status("VmRSS") - before)
     else:
         tracemalloc.start()
         hs = rtkit.dvhs(dose, structures, **kwargs)

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from _common import machine_facts, run_json
+from _common import machine_facts, proc_status, run_json
 from _common import mib as _mib
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -371,15 +371,6 @@ def compare(
     return rt_t, base_t, rt_res, base_res, rt_warnings
 
 
-def _proc_status(field: str) -> int:
-    """A memory field of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024  # kB
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child_memory(method: str, mode: str, work: Path) -> None:
     """Run one load in this (fresh) process and print its peak memory as JSON."""
     fn = LOADS[method]
@@ -389,9 +380,9 @@ def child_memory(method: str, mode: str, work: Path) -> None:
     out: dict[str, Any] = {"method": method, "mode": mode}
     if mode == "rss":
         # VmHWM, not getrusage's ru_maxrss: after fork/exec the latter keeps the parent's peak.
-        before = _proc_status("VmRSS")
+        before = proc_status("VmRSS")
         arr = fn(folder)
-        out["peak_delta"] = max(0, _proc_status("VmHWM") - before)
+        out["peak_delta"] = max(0, proc_status("VmHWM") - before)
     else:
         tracemalloc.start()
         arr = fn(folder)

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeerProcess
+from _common import PeerProcess, proc_status, reset_peak
 from _common import machine_facts as _machine_facts
 from _common import mib as _mib
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -664,35 +664,18 @@ def _timed(fn: Callable[[], Any]) -> Timing:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _proc_status(field_name: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child_memory(case: Case, mode: str) -> None:
     """In a fresh process: load the case with rtkit, then every mask once; print peaks as JSON."""
     warnings.simplefilter("ignore")
     gc.collect()
-    rss0 = _proc_status("VmRSS")
+    rss0 = proc_status("VmRSS")
     loaded = rtkit_load(case)
-    hwm_load = _proc_status("VmHWM")
-    ok = _reset_peak()
+    hwm_load = proc_status("VmHWM")
+    ok = reset_peak()
     gc.collect()
-    rss1 = _proc_status("VmRSS")
+    rss1 = proc_status("VmRSS")
     n = rtkit_masks(loaded, fractional=(mode == "fractional"))
-    hwm = _proc_status("VmHWM")
+    hwm = proc_status("VmHWM")
     print(json.dumps({"n_masks": n, "reset_ok": ok, "load_peak": hwm_load - rss0, "masks_peak": hwm - rss1,
                       "end_to_end_peak": max(hwm_load, hwm) - rss0}))
 
@@ -795,7 +778,6 @@ def machine_facts() -> list[str]:
     import shapely
 
     return _machine_facts(f"shapely: {shapely.__version__}")
-
 
 
 def _best(runs: list[Timing]) -> tuple[float, float]:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeerProcess, machine_facts, run_json
+from _common import PeerProcess, machine_facts, proc_status, run_json
 from _common import mib as _mib
 
 import rtkit
@@ -282,15 +282,6 @@ def _timed(fn: Callable[[Path], Any], path: Path) -> tuple[Timing, Any]:
     return (time.perf_counter() - t0, time.process_time() - c0), res
 
 
-def _proc_status(field: str) -> int:
-    """A memory field of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024  # kB
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child_memory(mode: str, path: Path) -> None:
     """Read the dose once in this (fresh) process and print its peak memory as JSON."""
     import pydicom.pixels  # noqa: F401  (imported before measuring, as the worker does for its handler)
@@ -300,10 +291,10 @@ def child_memory(mode: str, path: Path) -> None:
     out: dict[str, Any] = {"mode": mode}
     if mode == "rss":
         # VmHWM, not getrusage's ru_maxrss: after fork/exec the latter keeps the parent's peak.
-        before = _proc_status("VmRSS")
+        before = proc_status("VmRSS")
         arr = rtkit_dose(path)
-        out["peak_delta"] = max(0, _proc_status("VmHWM") - before)
-        out["held_delta"] = max(0, _proc_status("VmRSS") - before)
+        out["peak_delta"] = max(0, proc_status("VmHWM") - before)
+        out["held_delta"] = max(0, proc_status("VmRSS") - before)
     else:
         tracemalloc.start()
         arr = rtkit_dose(path)
