@@ -76,6 +76,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"CT: {arr.shape[0]} slices of {arr.shape[1]} x {arr.shape[2]} px, "
             f"HU {arr.min()} to {arr.max()}, bounds (mm, LPS) {ct.grid.bounds.round(1).tolist()}"
         )
+    if case.dose is not None and case.structures is not None:
+        import warnings
+
+        from .dvh import dvhs
+
+        rx = case.plan.prescription_gy if case.plan is not None else None
+        names = [n for n in case.structures.names if not case.structures[n].is_empty]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the demo's spine runs past the dose grid, on purpose
+            table = dvhs(case.dose, case.structures, names=names, prescription_gy=rx).table(
+                ["Dmean", "D95%", "D2%", "V20Gy[%]"])
+        _out(f"DVH (Gy; V20Gy in % of the ROI; Rx {rx:g} Gy):" if rx else "DVH (Gy; V20Gy in % of the ROI):")
+        width = max(len(r["structure"]) for r in table)
+        _out(f"  {'ROI':<{width}}  {'Dmean':>7} {'D95%':>7} {'D2%':>7} {'V20Gy':>7}")
+        for r in table:
+            _out(f"  {r['structure']:<{width}}  {r['Dmean']:7.2f} {r['D95%']:7.2f} {r['D2%']:7.2f} {r['V20Gy[%]']:7.1f}")
     return 0
 
 

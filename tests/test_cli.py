@@ -47,6 +47,11 @@ def test_demo_prints_the_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Case RTKIT-DEMO-001" in out and "RTPLAN" in out and "HU -1000 to 700" in out
     assert len(list((tmp_path / "d").iterdir())) == 43
+    # the DVH table: the PTV line carries the same figures as rtkit.dvh on the written case
+    case = rtkit.load(tmp_path / "d")
+    ptv = rtkit.dvh(case.dose, case.structures["PTV"])
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("PTV"))
+    assert line.split()[1:3] == [f"{ptv.mean:.2f}", f"{ptv.dose_at(95):.2f}"]
 
 
 def test_info_lists_every_series_of_the_real_data(data_dir, capsys):
