@@ -2,8 +2,9 @@
 
 The solid is cut into *layers*: slabs ``[lo, hi]`` along the contour normal
 with one in-plane region each (the slab convention of DESIGN §3 gives one
-layer per contour plane).  When the dose grid's slices are parallel to the
-contour planes (the usual case) each layer is handled exactly:
+layer per contour plane; the smooth model, further down, adds the parts
+between planes where the interpolated surface is inside).  The dose grid's
+slices are parallel to the contour planes, and each layer is handled exactly:
 
 * in plane, a lattice that subdivides the dose pixels gets the exact area
   fraction of each of its pixels inside the region, and the centroid of the
@@ -20,8 +21,9 @@ Dose grids oblique to the contour planes are first resampled (trilinear) onto a
 grid aligned with them (see ``rtkit.dvh``).
 
 Each sample is ``(dose, half_width, weight_cc)``: its volume is spread
-uniformly over ``dose +- half_width``.  ``DVH.from_samples`` turns samples
-into the cumulative curve exactly at its bin edges.
+uniformly over ``dose +- half_width``.  Samples are made in chunks and added
+to a :class:`Histogram`, the cumulative curve exact at its bin edges, so the
+working memory is that of one chunk.
 """
 
 from __future__ import annotations
@@ -262,13 +264,13 @@ class _Columns:
 
 
 def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: NDArray,
-                   ka: NDArray, kb: NDArray, f: NDArray) -> tuple[Samples, float]:
+                   ka: NDArray, kb: NDArray, f: NDArray) -> Samples:
     """Samples of columns ``[ka, kb]`` (slice index units, ka <= kb) over in-plane points ``(r, c)``.
 
     Each column is split at the dose slices (and at the grid's outer faces); a piece's volume is
     spread uniformly between the doses on its two faces, widened by the in-plane variation over
     a lattice pixel (``1/f`` dose pixels).  Faces shared by two pieces are evaluated once.
-    Returns the samples and the volume outside (cm3).
+    Volume beyond the grid is in ``outside_cc``.
     """
     K = frame.shape[0]
     cuts = np.concatenate([[-0.5], np.arange(K, dtype=np.float64), [K - 0.5]])
@@ -307,7 +309,7 @@ def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: ND
         ws.append(area[sel][keep] * thick[keep] / 1000.0)
         dmin = min(dmin, float(a_.min()), float(b_.min()))
         dmax = max(dmax, float(a_.max()), float(b_.max()))
-    return Samples(_cat(ds), _cat(hs), _cat(ws), outside, dmin, dmax), outside
+    return Samples(_cat(ds), _cat(hs), _cat(ws), outside, dmin, dmax)
 
 
 def _cat(arrays: list[NDArray]) -> NDArray:
@@ -322,9 +324,8 @@ def _merge(parts: list[Samples]) -> Samples:
 
 
 def _coverage_samples(arr: NDArray, fr: _Frame, lat: _Lattice, layers: list[Layer],
-                      idx_rings: list[list[NDArray[np.float64]]]) -> tuple[Samples, NDArray, NDArray, NDArray]:
-    """Samples of slab layers on a lattice with exact coverage; also the stacked (layers * rows, cols)
-    coverage and centroid offsets."""
+                      idx_rings: list[list[NDArray[np.float64]]]) -> Samples:
+    """Samples of slab layers on a lattice, with exact coverage and centroids."""
     nr, nc = lat.shape
     # Every layer's lattice stacked along the rows: one exact coverage pass for the whole solid.
     rings = [r for j, rr in enumerate(idx_rings) for r in lat.rings(rr, j * nr)]
@@ -335,17 +336,17 @@ def _coverage_samples(arr: NDArray, fr: _Frame, lat: _Lattice, layers: list[Laye
     ii, jj = np.nonzero((cov > 0) & ~full)
     layer_of = ii // nr
     r_idx, c_idx = lat.to_rc(ii - layer_of * nr + oy[ii, jj], jj + ox[ii, jj])
-    part, _ = _depth_samples(arr, fr, r_idx, c_idx, cov[ii, jj] * lat.pixel_area,
+    part = _depth_samples(arr, fr, r_idx, c_idx, cov[ii, jj] * lat.pixel_area,
                              zab[layer_of, 0], zab[layer_of, 1], lat.f)
     # Wholly covered pixels: one column per run of touching layers (fewer depth pieces).
     pix, lay, ka, kb = _full_runs(full.reshape(len(layers), nr, nc), zab)
     r_idx, c_idx = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
-    whole, _ = _depth_samples(arr, fr, r_idx, c_idx, np.full(pix.size, lat.pixel_area), ka, kb, lat.f)
+    whole = _depth_samples(arr, fr, r_idx, c_idx, np.full(pix.size, lat.pixel_area), ka, kb, lat.f)
     smp = _merge([part, whole])
     faces = [(t, rr) for lay, rr in zip(layers, idx_rings, strict=True) for t in (lay.lo, lay.hi)]
     vmin, vmax = _vertex_extremes(arr, fr, faces)
     smp.dmin, smp.dmax = min(smp.dmin, vmin), max(smp.dmax, vmax)
-    return smp, cov, oy, ox
+    return smp
 
 
 def _full_runs(full: NDArray[np.bool_], zab: NDArray[np.float64]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
@@ -395,7 +396,7 @@ def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float
     lat = _lattice_for(fr, layers, idx_rings, resolution)
     step = max(1, CHUNK_CELLS // max(1, lat.shape[0] * lat.shape[1]))
     for j0 in range(0, len(layers), step):
-        sink.add(_coverage_samples(dose.array, fr, lat, layers[j0:j0 + step], idx_rings[j0:j0 + step])[0])
+        sink.add(_coverage_samples(dose.array, fr, lat, layers[j0:j0 + step], idx_rings[j0:j0 + step]))
 
 
 # ------------------------------------------------------------------ smooth solid
@@ -528,20 +529,6 @@ def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> t
     return total, centre, keep_a
 
 
-def _oriented_rings(region: Any) -> list[NDArray[np.float64]]:
-    import shapely
-    from shapely.geometry import Polygon
-    from shapely.geometry.polygon import orient
-
-    out = []
-    for poly in shapely.get_parts(region):
-        if isinstance(poly, Polygon) and not poly.is_empty:
-            poly = orient(poly, 1.0)
-            out.append(np.asarray(poly.exterior.coords))
-            out.extend(np.asarray(r.coords) for r in poly.interiors)
-    return out
-
-
 def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogram,
                   end_caps: bool = True) -> None:
     """Add the samples of the smoothly interpolated solid (see above), in an aligned dose grid,
@@ -648,7 +635,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(table), nr, nc), zab_gap)
     del whole
     r_full, c_full = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
-    sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area), ka_full, kb_full, lat.f)[0])
+    sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area), ka_full, kb_full, lat.f))
     # the rest of every pixel touching either region (a surface bulging out beyond both contours
     # between the planes is left out: it is of second order in the spacing)
     gi, pix = np.nonzero((core < 1.0 - 1e-9) & ((ca > 0) | (cb > 0)))
@@ -716,7 +703,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         qq = np.concatenate(qs)
         r, c = lat.to_rc(qq[:, 0], qq[:, 1])
         ka, kb = fr.k(np.concatenate(zas)), fr.k(np.concatenate(zbs))
-        smp, _ = _depth_samples(arr, fr, r, c, np.concatenate(ws), np.minimum(ka, kb), np.maximum(ka, kb), lat.f)
+        smp = _depth_samples(arr, fr, r, c, np.concatenate(ws), np.minimum(ka, kb), np.maximum(ka, kb), lat.f)
         if not extremes:  # their dose point may lie just outside the solid
             smp.dmin, smp.dmax = np.inf, -np.inf
         sink.add(smp)
