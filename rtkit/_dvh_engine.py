@@ -40,6 +40,9 @@ from ._raster import coverage
 # in-plane pixel is never larger than the dose pixel, and along the normal the split is exact.
 TARGET_SAMPLES = 40_000
 MIN_RESOLUTION_MM = 0.05
+# Lattice pixels per dose pixel, at most (per axis): with exact coverage and centroids, finer
+# pixels add little but cost; small or thin ROIs would otherwise get 0.1 mm lattices.
+MAX_SUBDIVISION = 8
 
 
 @dataclass
@@ -127,7 +130,8 @@ def _resolution(layers: list[Layer], pieces: NDArray[np.float64], pixel_mm: NDAr
     if resolution is not None:
         return float(max(resolution, MIN_RESOLUTION_MM))
     work = float(sum(lay.area * k for lay, k in zip(layers, pieces, strict=True)))
-    return float(np.clip(np.sqrt(max(work, 1e-6) / TARGET_SAMPLES), MIN_RESOLUTION_MM, pixel_mm.min()))
+    finest = max(MIN_RESOLUTION_MM, float(pixel_mm.min()) / MAX_SUBDIVISION)
+    return float(np.clip(np.sqrt(max(work, 1e-6) / TARGET_SAMPLES), finest, pixel_mm.min()))
 
 
 @dataclass
