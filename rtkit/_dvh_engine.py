@@ -386,7 +386,7 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
-GAP_CHUNK_CELLS = 80_000  # the same for the gaps of the smooth solid
+GAP_CHUNK_CELLS = 50_000  # the same for the gaps of the smooth solid
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
