@@ -35,7 +35,9 @@ from .io import (
     read_structures,
     scan,
 )
+from .pet import suv
 from .plan import Beam, ControlPoint, DoseReference, FractionGroup, Plan
+from .registration import Registration, read_registration, register
 from .structures import Contour, Structure, StructureSet
 
 __version__ = "0.1.0.dev0"
@@ -65,6 +67,7 @@ __all__ = [
     "Plan",
     "RTKitError",
     "RTKitWarning",
+    "Registration",
     "RegistrationError",
     "Series",
     "Structure",
@@ -82,7 +85,10 @@ __all__ = [
     "read_dose",
     "read_image",
     "read_plan",
+    "read_registration",
     "read_structures",
+    "register",
     "scan",
     "sum_doses",
+    "suv",
 ]

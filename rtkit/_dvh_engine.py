@@ -441,23 +441,26 @@ class _Boundaries:
     def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
         from scipy.spatial import cKDTree
 
-        a, b, plane = [], [], []
-        for j, rings in enumerate(rings_per_plane):
-            for r in rings:
-                r = np.asarray(r, dtype=np.float64)[:, :2]
-                if len(r) > 1 and np.array_equal(r[0], r[-1]):
-                    r = r[:-1]
-                a.append(r)
-                b.append(np.roll(r, -1, axis=0))
-                plane.append(np.full(len(r), j, dtype=np.float64))
-        self.a, self.b = np.concatenate(a), np.concatenate(b)
+        rings, plane = [], []
+        for j, rr in enumerate(rings_per_plane):
+            for r in rr:
+                r = r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r
+                rings.append(r[:, :2])
+                plane.append(j)
+        sizes = np.array([len(r) for r in rings], dtype=np.intp)
+        self.a = np.concatenate(rings).astype(np.float64, copy=False)
+        nxt = np.arange(1, len(self.a) + 1)  # each vertex's successor on its ring (closing edge)
+        ends = np.cumsum(sizes)
+        nxt[ends - 1] = ends - sizes
+        self.b = self.a[nxt]
+        plane = np.repeat(np.array(plane, dtype=np.float64), sizes)
         length = np.linalg.norm(self.b - self.a, axis=1)
         n = np.maximum(1, np.ceil(length / step)).astype(np.intp)
         seg = np.repeat(np.arange(len(n)), n)
         t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
         pts = self.a[seg] + t[:, None] * (self.b[seg] - self.a[seg])
         self.seg = seg
-        self.tree = cKDTree(np.c_[pts, np.concatenate(plane)[seg] * self._APART])
+        self.tree = cKDTree(np.c_[pts, plane[seg] * self._APART])
         self.k = min(3, len(pts))
 
     def nearest(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> tuple[NDArray, NDArray]:

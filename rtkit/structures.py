@@ -769,6 +769,31 @@ class StructureSet(Mapping[str, Structure]):
         return write_dataset(ds, path, overwrite=overwrite)
 
     # ------------------------------------------------------------- masks
+    def transformed(self, matrix: ArrayLike, frame_of_reference_uid: str | None = None) -> StructureSet:
+        """Every ROI mapped by a 4x4 matrix or a :class:`rtkit.Registration` (moving -> fixed).
+
+        Parameters
+        ----------
+        matrix : (4, 4) array_like or Registration
+            Maps this set's patient coordinates (mm) to the target frame's.
+        frame_of_reference_uid : str, optional
+            The target frame (default: a Registration's fixed frame, else none).
+
+        Returns
+        -------
+        StructureSet
+            A new set; contour references to image slices are dropped (the
+            contours no longer lie on those slices).
+        """
+        if frame_of_reference_uid is None:
+            fixed = getattr(matrix, "fixed", None)
+            frame_of_reference_uid = getattr(fixed, "frame_of_reference_uid", None)
+        rois = [s.transformed(matrix, frame_of_reference_uid) for s in self._structures]
+        for roi in rois:
+            for c in roi.contours:
+                c.referenced_sop_instance_uid = None
+        return StructureSet(rois, label=self.label, frame_of_reference_uid=frame_of_reference_uid)
+
     def mask(self, name: str, grid: Grid, fractional: bool = False, **kwargs: Any) -> NDArray:
         """``self[name].mask(grid, fractional)``."""
         return self[name].mask(grid, fractional, **kwargs)

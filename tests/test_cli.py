@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -142,3 +143,28 @@ def test_dvh_command(tmp_path, capsys):
     assert float(slab[0]["Dmean"]) == pytest.approx(expected, rel=1e-6)
     assert main(["dvh", str(case), "--metrics", "D95"]) == 2
     assert "accepted forms" in capsys.readouterr().err
+
+
+def test_register_command(tmp_series, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+
+    def values(k, r, c):
+        return (1000 + 400 * np.exp(-((r - 20.0) ** 2 + (c - 18.0) ** 2) / 60.0 - (k - 8.0) ** 2 / 20.0)
+                + 200 * np.exp(-((r - 12.0) ** 2 + (c - 28.0) ** 2) / 20.0 - (k - 6.0) ** 2 / 8.0))
+
+    kw = dict(shape=(16, 36, 40), pixel_spacing=(2.0, 2.0), slice_step=3.0, values=values)
+    ct = tmp_series(subfolder="ct", frame_of_reference_uid="2.25.1001", **kw)
+    mr = tmp_series(subfolder="mr", modality="MR", frame_of_reference_uid="2.25.1002", rescale=None, **kw)
+    out, res = tmp_path / "reg.dcm", tmp_path / "mr_on_ct.nii.gz"
+    code = main(["register", str(ct.folder), str(mr.folder), "--out", str(out), "--resampled", str(res)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "matrix (moving patient mm -> fixed patient mm)" in printed and "wrote" in printed
+    reg = rtkit.read_registration(out)
+    assert reg.moving.frame_of_reference_uid == "2.25.1002"
+    # the same voxels in two frames with the same coordinates: the identity, to a fraction of a voxel
+    pts = rtkit.read_image(ct.folder).grid.centers().reshape(-1, 3)[::50]
+    assert np.abs(reg.transform_points(pts) - pts).max() < 0.3
+    assert nib.load(res).shape == (40, 36, 16)
+    assert main(["register", str(ct.folder), str(mr.folder), "--out", str(out)]) == 1  # exists: refused
+    assert "exists" in capsys.readouterr().err

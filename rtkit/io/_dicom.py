@@ -61,6 +61,13 @@ _HEADER_KEYWORDS = (
 )
 _PIXEL_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "RTDOSE", "RTIMAGE"})
 _HEADER_TAGS = tuple(int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS)
+#: Also kept for PET (modality PT) instances: what :func:`rtkit.suv` needs.
+_PET_KEYWORDS = (
+    "RadiopharmaceuticalInformationSequence", "DecayCorrection", "CorrectedImage", "DecayFactor",
+    "FrameReferenceTime", "PatientWeight", "PatientSize", "SeriesDate", "SeriesTime",
+    "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "SUVType",
+)
+_PET_TAGS = _HEADER_TAGS + tuple(int(tag_for_keyword(k)) for k in _PET_KEYWORDS)
 #: Modalities assembled into volumes.
 IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 #: Modalities handled as RT objects and linked to a planning CT.
@@ -538,7 +545,8 @@ def make_instance(ds: Dataset, path: Path) -> Instance:
         d = getattr(ds, "_dict", None)
         if d is None:  # pragma: no cover - not a pydicom Dataset
             d = {e.tag: e for e in ds}
-        inst.header = {t: d[t] for t in _HEADER_TAGS if t in d}
+        tags = _PET_TAGS if modality == "PT" else _HEADER_TAGS
+        inst.header = {t: d[t] for t in tags if t in d}
         if _has(ds, "PerFrameFunctionalGroupsSequence"):
             inst._frames = _frame_geometries(ds)  # enhanced multi-frame: parse the sequences now
     return inst

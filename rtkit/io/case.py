@@ -25,16 +25,17 @@ import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from pydicom.dataset import Dataset
 
 from ..dose import Dose, sum_doses
-from ..errors import AmbiguousCaseError, warn
+from ..errors import AmbiguousCaseError, FrameOfReferenceError, RTKitError, warn
 from ..image import Image
 from ..plan import Plan
+from ..registration import Registration
 from ..structures import StructureSet
 from ._dicom import Instance, open_dataset
+from .reg import registration_from_dataset
 from .rtdose import dose_from_instance
 from .rtplan import plan_from_dataset
 from .rtstruct import structures_from_dataset
@@ -207,10 +208,69 @@ class Case:
             warn(f"case {self.name}: several BEAM doses cover beam(s) {twice}; all are added", log)
         return sum_doses(beams)
 
-    @property
-    def registrations(self) -> list[Any]:
-        """Every Spatial Registration of the case (pydicom Datasets until the REG reader lands)."""
-        return [self._dataset(i) for i in self._of("REG")]
+    @cached_property
+    def registrations(self) -> list[Registration]:
+        """Every readable Spatial Registration of the case (rigid/affine REG objects).
+
+        A REG that cannot be read (non-conformant, deformable) is left out with
+        a warning naming the file.
+        """
+        out = []
+        for inst in self._of("REG"):
+            try:
+                out.append(registration_from_dataset(self._dataset(inst), source=str(inst.path)))
+            except RTKitError as exc:
+                warn(f"case {self.name}: registration left out: {exc}", log)
+        return out
+
+    def registration_to_ct(self, image: Image) -> Registration | None:
+        """The stored registration mapping ``image``'s frame of reference to the CT's.
+
+        Returns None when the image is in the CT's frame (no transform needed).
+
+        Raises
+        ------
+        FrameOfReferenceError
+            No REG object of the case links the two frames.
+        """
+        if self.ct is None:
+            raise FrameOfReferenceError(f"case {self.name} has no planning CT")
+        ct_for, im_for = self.ct.grid.frame_of_reference_uid, image.grid.frame_of_reference_uid
+        if not im_for or im_for == ct_for:
+            return None
+        for reg in self.registrations:
+            if reg.moving.frame_of_reference_uid == im_for and reg.fixed.frame_of_reference_uid == ct_for:
+                return reg
+            if reg.fixed.frame_of_reference_uid == im_for and reg.moving.frame_of_reference_uid == ct_for:
+                return reg.inverse()
+        raise FrameOfReferenceError(
+            f"case {self.name}: no Spatial Registration links the image's frame of reference {im_for} to the "
+            f"CT's {ct_for}; register it (rtkit.register(case.ct, image)) and pass the result")
+
+    def on_ct(self, image: Image, order: int = 1, registration: Registration | None = None) -> Image:
+        """``image`` (MR, PET, ... of this case) resampled onto the planning CT grid.
+
+        Parameters
+        ----------
+        image : Image
+            Any image of the patient.
+        order : int
+            Interpolation order (1 trilinear).
+        registration : Registration, optional
+            Moving (the image) -> fixed (the CT); default: the case's stored REG
+            linking the frames, or none when the image shares the CT's frame.
+
+        Returns
+        -------
+        Image
+            On ``case.ct.grid``, in the CT's frame of reference.
+        """
+        reg = registration if registration is not None else self.registration_to_ct(image)
+        if self.ct is None:
+            raise FrameOfReferenceError(f"case {self.name} has no planning CT")
+        if reg is None:
+            return image.resample(self.ct.grid, order=order)
+        return reg.resample(image, order=order, grid=self.ct.grid)
 
     # -------------------------------------------------------------- display
     def _image_line(self, s: Series) -> str:

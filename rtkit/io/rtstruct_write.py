@@ -236,6 +236,22 @@ def _image_ref(sop_class: str, sop_uid: str) -> Dataset:
     return item
 
 
+def patient_and_study(ds: Dataset, meta: Mapping[str, Any], study_uid: str) -> None:
+    """Fill the Patient and General Study modules from a reference image's ``meta``."""
+    ds.PatientName = _text(meta, "patient_name")
+    ds.PatientID = _text(meta, "patient_id")
+    ds.PatientBirthDate = _text(meta, "patient_birth_date")
+    ds.PatientSex = _text(meta, "patient_sex")
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = _text(meta, "study_date")
+    ds.StudyTime = _text(meta, "study_time")
+    ds.ReferringPhysicianName = _text(meta, "referring_physician_name")
+    ds.StudyID = _text(meta, "study_id")
+    ds.AccessionNumber = _text(meta, "accession_number")
+    if meta.get("study_description"):
+        ds.StudyDescription = _text(meta, "study_description")
+
+
 def build_rtstruct(
     rois: Sequence[Mapping[str, Any]],
     reference: Image,
@@ -358,20 +374,7 @@ def build_rtstruct(
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.SOPClassUID = RTSTRUCT_SOP_CLASS_UID
     ds.SOPInstanceUID = sop_uid
-    # Patient
-    ds.PatientName = _text(meta, "patient_name")
-    ds.PatientID = _text(meta, "patient_id")
-    ds.PatientBirthDate = _text(meta, "patient_birth_date")
-    ds.PatientSex = _text(meta, "patient_sex")
-    # General Study
-    ds.StudyInstanceUID = study_uid
-    ds.StudyDate = _text(meta, "study_date")
-    ds.StudyTime = _text(meta, "study_time")
-    ds.ReferringPhysicianName = _text(meta, "referring_physician_name")
-    ds.StudyID = _text(meta, "study_id")
-    ds.AccessionNumber = _text(meta, "accession_number")
-    if meta.get("study_description"):
-        ds.StudyDescription = _text(meta, "study_description")
+    patient_and_study(ds, meta, study_uid)
     # RT Series
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()

@@ -24,10 +24,15 @@ from ..errors import AmbiguousCaseError, DicomReadError, GeometryError, warn
 from ..geometry import Grid
 from ..image import Image
 from ._dicom import (
+    _SLOW,
     IMAGE_MODALITIES,
     FrameGeometry,
     Instance,
     NotDicomError,
+    _get,
+    _raw,
+    _seq,
+    _str,
     decode_pixels,
     make_instance,
     open_dataset,
@@ -295,7 +300,83 @@ def _meta(instances: Sequence[Instance], layout: SliceLayout) -> dict:
                     ("ReferringPhysicianName", "referring_physician_name"),
                     ("Manufacturer", "manufacturer")):
         meta[key] = i.text(kw)
+    if i.modality == "PT":
+        meta["pet"] = _pet_meta(instances)
     return meta
+
+
+#: Series-level PET header values kept in ``meta["pet"]`` (raw DICOM text), by meta key.
+_PET_SERIES_KEYWORDS = {
+    "units": "Units", "decay_correction": "DecayCorrection", "suv_type": "SUVType",
+    "patient_weight": "PatientWeight", "patient_size": "PatientSize", "patient_sex": "PatientSex",
+    "series_date": "SeriesDate", "series_time": "SeriesTime",
+}
+#: Items of RadiopharmaceuticalInformationSequence kept in ``meta["pet"]["radiopharmaceutical"]``.
+_PET_DRUG_KEYWORDS = {
+    "start_time": "RadiopharmaceuticalStartTime",
+    "start_datetime": "RadiopharmaceuticalStartDateTime",
+    "total_dose": "RadionuclideTotalDose", "half_life": "RadionuclideHalfLife",
+}
+_DRUG_TAG = 0x00540016  # RadiopharmaceuticalInformationSequence
+
+
+def _values(header: dict, keyword: str) -> list[str]:
+    """A multi-valued text element (e.g. CorrectedImage) as a list of strings."""
+    v = _raw(header, keyword)
+    if v is _SLOW:
+        v = _get(header, keyword)
+    if v is None:
+        return []
+    items = v.split("\\") if isinstance(v, str) else v if hasattr(v, "__iter__") else [v]
+    return [str(x).strip() for x in items if str(x).strip()]
+
+
+def _pet_meta(instances: Sequence[Instance]) -> dict:
+    """The PET header values :func:`rtkit.suv` needs, as raw DICOM text.
+
+    Values that must be the same in every file are taken from the first file;
+    ``conflicts`` lists those that differ between files (keyword -> distinct
+    values).  ``acquisitions`` holds the distinct (AcquisitionDate,
+    AcquisitionTime, AcquisitionDateTime) of the files, sorted.
+    """
+    first = instances[0]
+    pet: dict = {key: first.text(kw) for key, kw in _PET_SERIES_KEYWORDS.items()}
+    pet["corrected_image"] = _values(first.header, "CorrectedImage")
+    pet["study_date"] = first.study_date
+    pet["source"] = str(first.path)
+    conflicts: dict[str, list[str]] = {}
+
+    def drug(inst: Instance) -> tuple[dict[str, str | None], int]:
+        items = _seq(inst.header, "RadiopharmaceuticalInformationSequence")
+        if not items:
+            return {}, 0
+        return {key: _str(items[0], kw) for key, kw in _PET_DRUG_KEYWORDS.items()}, len(items)
+
+    first_drug, n_items = drug(first)
+    pet["radiopharmaceutical"] = first_drug or None
+    pet["radiopharmaceutical_items"] = n_items
+    seen: dict[str, set[str | None]] = {}
+    parsed: set[bytes] = set()  # encoded sequences already parsed (usually one for the series)
+    acquisitions: set[tuple[str, ...]] = set()
+    for inst in instances:
+        for kw in _PET_SERIES_KEYWORDS.values():
+            seen.setdefault(kw, set()).add(inst.text(kw))
+        acquisitions.add(tuple(inst.text(kw) or "" for kw in
+                               ("AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime")))
+        encoded = getattr(inst.header.get(_DRUG_TAG), "value", None)
+        if isinstance(encoded, bytes):
+            if encoded in parsed:
+                continue
+            parsed.add(encoded)
+        this, _ = drug(inst)
+        for key, kw in _PET_DRUG_KEYWORDS.items():
+            seen.setdefault(kw, set()).add(this.get(key))
+    for kw, values in seen.items():
+        if len(values) > 1:
+            conflicts[kw] = sorted(str(v) for v in values)
+    pet["acquisitions"] = sorted(acquisitions)
+    pet["conflicts"] = conflicts
+    return pet
 
 
 def _series_name(instances: Sequence[Instance]) -> str:
