@@ -47,6 +47,9 @@ log = logging.getLogger("rtkit.registration")
 
 METHODS = ("rigid", "affine")
 METRICS = ("mi", "ncc", "mse")
+# L-BFGS-B: stop when a step improves the metric by less than this fraction; line-search steps
+FTOL = 1e-6
+MAX_LINE_SEARCH = 6
 
 
 # ------------------------------------------------------------------ the result
@@ -274,6 +277,14 @@ class _Model:
         return out
 
 
+def _affine_rows(x: NDArray[np.float64], m: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``x @ m.T + b`` for (N, 3) rows, elementwise (no BLAS threads for a 3x3 product)."""
+    out = np.empty((len(x), 3))
+    for j in range(3):
+        out[:, j] = x[:, 0] * m[j, 0] + x[:, 1] * m[j, 1] + x[:, 2] * m[j, 2] + b[j]
+    return out
+
+
 # ------------------------------------------------------------------ pyramid
 @dataclass
 class _Level:
@@ -311,7 +322,8 @@ def _trilinear(arr: NDArray[np.float32], idx: NDArray[np.float64]
                ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
     """Trilinear value and its exact index-space gradient at (N, 3) indices; ``ok`` where inside."""
     shape = np.array(arr.shape)
-    ok = np.all((idx >= 0.0) & (idx <= shape - 1), axis=1)
+    ok = ((idx[:, 0] >= 0.0) & (idx[:, 0] <= shape[0] - 1) & (idx[:, 1] >= 0.0) & (idx[:, 1] <= shape[1] - 1)
+          & (idx[:, 2] >= 0.0) & (idx[:, 2] <= shape[2] - 1))
     i = idx[ok]
     i0 = np.minimum(np.floor(i).astype(np.intp), np.maximum(shape - 2, 0))
     t = i - i0
@@ -339,15 +351,16 @@ def _trilinear(arr: NDArray[np.float32], idx: NDArray[np.float64]
 
 
 # ------------------------------------------------------------------ metrics
-def _bspline3(u: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Cubic B-spline and its derivative."""
-    a = np.abs(u)
-    s = np.sign(u)
-    inner = a < 1.0
-    outer = (a >= 1.0) & (a < 2.0)
-    w = np.where(inner, 2.0 / 3.0 - a * a + 0.5 * a ** 3, np.where(outer, (2.0 - a) ** 3 / 6.0, 0.0))
-    dw = np.where(inner, -2.0 * a + 1.5 * a * a, np.where(outer, -0.5 * (2.0 - a) ** 2, 0.0)) * s
-    return w, dw
+def _parzen(eta: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """Cubic B-spline window at continuous bin positions ``eta``: the first of the 4 bins each
+    sample touches, the 4 weights, and their derivatives with respect to the bin offset
+    ``u = bin - eta`` (so d/d eta is minus these)."""
+    k = np.floor(eta)
+    f = (eta - k)[:, None]
+    g = 1.0 - f
+    w = np.hstack([g**3 / 6.0, 2.0 / 3.0 - f * f * (1.0 - 0.5 * f), 2.0 / 3.0 - g * g * (1.0 - 0.5 * g), f**3 / 6.0])
+    dw = np.hstack([0.5 * g * g, f * (2.0 - 1.5 * f), -g * (2.0 - 1.5 * g), -0.5 * f * f])
+    return k.astype(np.intp) - 1, w, dw
 
 
 class _MattesMI:
@@ -371,9 +384,8 @@ class _MattesMI:
         fb = self.fbin[sel]
         mc = np.clip(m, self.mlo, self.mhi)
         eta = (mc - self.mlo) / self.dm + 2.0
-        k0 = np.floor(eta).astype(np.intp) - 1
+        k0, w, dw = _parzen(eta)
         ks = k0[:, None] + np.arange(4)
-        w, dw = _bspline3(ks - eta[:, None])
         n = len(m)
         joint = np.bincount((fb[:, None] * b + ks).ravel(), weights=w.ravel(), minlength=b * b).reshape(b, b) / n
         pf = joint.sum(axis=1)
@@ -433,9 +445,9 @@ class _Problem:
         """Metric (as a cost: lower is better), its gradient, and the number of samples used."""
         self.evaluations += 1
         lin, dlin = self.model.linear(p)
-        tx = self.y @ lin.T + (self.model.t0c + p[-3:])  # moving world coordinates
         inv = self.level.inverse
-        idx = tx @ inv[:3, :3].T + inv[:3, 3]
+        # moving index coordinates of the samples: inv (L y + T0(c) + t)
+        idx = _affine_rows(self.y, inv[:3, :3] @ lin, inv[:3, :3] @ (self.model.t0c + p[-3:]) + inv[:3, 3])
         m, g_idx, ok = _trilinear(self.level.array, idx)
         if self.moving_mask is not None and ok.any():
             ii = np.clip(np.rint(idx[ok]).astype(np.intp), 0, np.array(self.moving_mask.shape) - 1)
@@ -446,12 +458,14 @@ class _Problem:
         if ok.sum() < self.min_overlap:
             return np.inf, np.zeros_like(p), int(ok.sum())
         value, dm = self.metric(m, ok)
-        gw = (g_idx @ inv[:3, :3]) * dm[:, None]  # dcost/dT (world), per sample
-        grad = np.empty(len(p))
+        gw = _affine_rows(g_idx, inv[:3, :3].T, np.zeros(3)) * dm[:, None]  # dmetric/dT (world), per sample
+        # dmetric/dp_k = sum_i gw_i . (dL_k y_i) = sum(dL_k * G) with G = sum_i gw_i y_i^T
         y = self.y[ok]
+        big_g = np.array([[float((gw[:, a] * y[:, b]).sum()) for b in range(3)] for a in range(3)])
         nlin = len(dlin)
+        grad = np.empty(len(p))
         for k in range(nlin):
-            grad[k] = float(np.einsum("ij,ij->", gw, y @ dlin[k].T))
+            grad[k] = float((dlin[k] * big_g).sum())
         grad[nlin:] = gw.sum(axis=0)
         sign = -1.0 if self.metric.higher_is_better else 1.0
         self.trace.append(sign * value)
@@ -631,8 +645,8 @@ def register(fixed: Image, moving: Image, method: str = "rigid", metric: str = "
                 progress({"level": li, "iteration": it[0], "metric": prob.trace[-1] if prob.trace else np.nan})
 
         res = optimize.minimize(fun, p0, jac=True, method="L-BFGS-B", callback=report,
-                                options={"maxiter": int(max_iterations), "ftol": 1e-7, "gtol": 1e-5,
-                                         "maxcor": 20})
+                                options={"maxiter": int(max_iterations), "ftol": FTOL, "gtol": 1e-5,
+                                         "maxcor": 20, "maxls": MAX_LINE_SEARCH})
         end, _, used = prob.value(res.x)
         sign = -1.0 if met.higher_is_better else 1.0
         entry = {"level": li, "shrink": float(shrink), "smoothing_mm": float(sigma), "samples": int(len(cand)),
