@@ -19,6 +19,7 @@ from .errors import (
     RTKitError,
     RTKitWarning,
 )
+from .gamma import GammaResult, gamma
 from .geometry import Grid
 from .image import Image
 from .indices import gradient_index, homogeneity_index, paddick_ci, rtog_ci
@@ -57,6 +58,7 @@ __all__ = [
     "DoseReference",
     "FractionGroup",
     "FrameOfReferenceError",
+    "GammaResult",
     "GeometryError",
     "Grid",
     "Image",
@@ -77,6 +79,7 @@ __all__ = [
     "datasets",
     "dvh",
     "dvhs",
+    "gamma",
     "gradient_index",
     "homogeneity_index",
     "paddick_ci",

@@ -168,3 +168,15 @@ def test_register_command(tmp_series, tmp_path, capsys):
     assert nib.load(res).shape == (40, 36, 16)
     assert main(["register", str(ct.folder), str(mr.folder), "--out", str(out)]) == 1  # exists: refused
     assert "exists" in capsys.readouterr().err
+
+
+def test_gamma_command(tmp_path, capsys):
+    case = tmp_path / "case"
+    assert main(["demo", "--out", str(case)]) == 0
+    capsys.readouterr()
+    rd = next(p for p in case.iterdir() if p.name.startswith("RD"))
+    assert main(["gamma", str(rd), str(rd), "--criteria", "3%/3mm"]) == 0
+    out = capsys.readouterr().out
+    assert "pass rate 100.00 %" in out and "mean 0.000" in out
+    assert main(["gamma", str(rd), str(rd), "--criteria", "3/3"]) == 2
+    assert "--criteria" in capsys.readouterr().err
