@@ -322,8 +322,18 @@ def _search(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], dd: 
     best = np.where(found, np.minimum(f0, cap), cap)
     best_o = np.zeros((n, 3))
     scale = 1.0 / ev.spacing  # mm along an axis -> index units
+    lo_index = np.where(ev.active, 0.0, -np.inf)
+    hi_index = np.where(ev.active, ev.shape - 1.0, np.inf)
+    # a first Gauss-Newton descent from the point itself: where the doses agree well this gives a
+    # tight bound at once, and the lattice search below stops after a few shells
+    pre = np.flatnonzero(found & (best < cap))
+    for s0 in range(0, pre.size, BATCH_VALUES // 8):
+        k = pre[s0:s0 + BATCH_VALUES // 8]
+        fk, o = _refine(ev, p[k], r[k], inv_dd2[k], inv_dta2, np.zeros((len(k), 3)), scale, lo_index, hi_index)
+        keep = fk < best[k]
+        best[k[keep]], best_o[k[keep]] = fk[keep], o[keep]
     start_score = best.copy()
-    start_o = np.zeros((n, 3))
+    start_o = best_o.copy()
     # points whose search ball misses the evaluated grid's box have nothing to compare with
     gap = np.where(ev.active, np.maximum(0.0, np.maximum(-p, p - (ev.shape - 1))) * ev.spacing, 0.0)
     reachable = (gap * gap).sum(axis=1) <= (max_gamma * dta) ** 2
@@ -367,27 +377,28 @@ def _search(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], dd: 
     # continuous refinement: Gauss-Newton on the trilinear dose, from the linearised best start and
     # from the best lattice offset, each step halved until it lowers gamma (at most three times)
     ref_pts = np.flatnonzero(found & (best < cap))
-    lo_index = np.where(ev.active, 0.0, -np.inf)
-    hi_index = np.where(ev.active, ev.shape - 1.0, np.inf)
     for s0 in range(0, ref_pts.size, BATCH_VALUES // 8):
         k = ref_pts[s0:s0 + BATCH_VALUES // 8]
-        for first in (start_o[k], best_o[k], np.zeros((len(k), 3))):
-            fk, o = _refine(ev, p[k], r[k], inv_dd2[k], inv_dta2, first.copy(), scale, lo_index, hi_index, step)
+        for first in (start_o[k], best_o[k]):
+            fk, o = _refine(ev, p[k], r[k], inv_dd2[k], inv_dta2, first.copy(), scale, lo_index, hi_index)
             keep = fk < best[k]
             best[k[keep]], best_o[k[keep]] = fk[keep], o[keep]
+        fk, o = _compass(ev, p[k], r[k], inv_dd2[k], inv_dta2, best_o[k].copy(), best[k].copy(), scale,
+                         lo_index, hi_index, step)
+        best[k], best_o[k] = fk, o
     return best, found
 
 
 def _refine(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: NDArray[np.float64], inv_dta2: float,
             o: NDArray[np.float64], scale: NDArray[np.float64], lo_index: NDArray[np.float64],
-            hi_index: NDArray[np.float64], step_mm: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+            hi_index: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Gauss-Newton from offsets ``o`` (mm): squared gamma reached and the offsets."""
-    def value(off: NDArray[np.float64]) -> NDArray[np.float64]:
-        v, _ = ev.values(p + off * scale)
-        f = (off * off).sum(axis=1) * inv_dta2 + (v - r) ** 2 * wd
+    def value_at(rows: NDArray[np.intp], off: NDArray[np.float64]) -> NDArray[np.float64]:
+        v, _ = ev.values(p[rows] + off * scale)
+        f = (off * off).sum(axis=1) * inv_dta2 + (v - r[rows]) ** 2 * wd[rows]
         return np.where(np.isfinite(f), f, np.inf)
 
-    fk = value(o)
+    fk = value_at(np.arange(len(o)), o)
     live = np.isfinite(fk)
     for _ in range(REFINE_STEPS):
         if not live.any():
@@ -404,26 +415,39 @@ def _refine(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: 
         move = target - o  # to the linearised minimum (on the face where pinned)
         move[~live] = 0.0
         improved = np.zeros(len(o), dtype=bool)
+        trying = np.flatnonzero(live)
         for _half in range(4):
+            if not trying.size:
+                break
             # projected onto the evaluated grid's box (the minimum may lie on its faces)
-            cand = (np.clip(p + (o + move) * scale, lo_index, hi_index) - p) / scale
-            fc = value(cand)
-            take = live & ~improved & (fc < fk)
-            o[take], fk[take] = cand[take], fc[take]
-            improved |= take
-            move *= 0.5
+            cand = (np.clip(p[trying] + (o[trying] + move[trying]) * scale, lo_index, hi_index) - p[trying]) / scale
+            fc = value_at(trying, cand)
+            ok = fc < fk[trying]
+            took = trying[ok]
+            o[took], fk[took] = cand[ok], fc[ok]
+            improved[took] = True
+            trying = trying[~ok]
+            move[trying] *= 0.5
         live &= improved
-    # a compass search around the result: Gauss-Newton stalls where the minimum sits on a kink of the
-    # trilinear dose (a cell face)
+    return fk, o
+
+
+def _compass(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: NDArray[np.float64],
+             inv_dta2: float, o: NDArray[np.float64], fk: NDArray[np.float64], scale: NDArray[np.float64],
+             lo_index: NDArray[np.float64], hi_index: NDArray[np.float64], step_mm: float
+             ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A compass search around offsets ``o`` (squared gamma ``fk``): Gauss-Newton stalls where the
+    minimum sits on a kink of the trilinear dose (a cell face)."""
     live = np.isfinite(fk)
-    h = np.full(len(o), step_mm / 2.0)
+    h = step_mm / 2.0
     dirs = np.vstack([np.eye(3), -np.eye(3)])
     dirs = dirs[np.isfinite(hi_index)[np.arange(6) % 3]]  # only along searched axes
     for _ in range(COMPASS_LEVELS):
         for d in dirs:
-            cand = (np.clip(p + (o + h[:, None] * d) * scale, lo_index, hi_index) - p) / scale
-            fc = value(cand)
-            take = live & (fc < fk)
+            cand = (np.clip(p + (o + h * d) * scale, lo_index, hi_index) - p) / scale
+            v, _ = ev.values(p + cand * scale)
+            fc = (cand * cand).sum(axis=1) * inv_dta2 + (v - r) ** 2 * wd
+            take = live & np.isfinite(fc) & (fc < fk)
             o[take], fk[take] = cand[take], fc[take]
         h *= 0.5
     return fk, o
