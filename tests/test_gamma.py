@@ -196,3 +196,21 @@ def test_errors_and_determinism() -> None:
     with pytest.warns(rtkit.RTKitWarning, match="no evaluated dose"):
         res = rtkit.gamma(d, far)
     assert np.isnan(res.array).all()
+
+
+def test_plots() -> None:
+    """The gamma map and histogram draw (matplotlib is in the test extra; Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = grid(shape=(6, 10, 12))
+    ref = dose_on(g, lambda p: 5 + (p**2).sum(-1) / 500.0)
+    res = rtkit.gamma(ref, Dose(ref.array * 1.04, g))
+    fig, (a, b) = plt.subplots(1, 2)
+    assert res.plot(a) is a and a.images
+    assert res.plot(b, kind="histogram") is b and "pass rate" in b.get_title()
+    with pytest.raises(ValueError, match="kind"):
+        res.plot(a, kind="surface")
+    plt.close(fig)
