@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,26 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def peer_venv(venv: Path, packages: list[str], check_code: str, what: str) -> tuple[Path | None, str]:
+    """A peer tool's venv python, created with ``pip install packages`` if ``check_code`` fails in it.
+
+    Returns (python, "reused" | "created"), or (None, why) on failure.
+    """
+    py = venv / "bin" / "python"
+    check = [str(py), "-c", check_code]
+    if py.is_file() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
+        return py, "reused"
+    print(f"creating {venv} (python -m venv; pip install {' '.join(packages)}) ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
+        proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", *packages],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return None, f"pip install {packages[0]} failed: {proc.stderr.strip().splitlines()[-1:]}"
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"cannot create the venv: {exc}"
+    if subprocess.run(check, capture_output=True, check=False).returncode != 0:
+        return None, f"{what} does not import in the venv"
+    return py, "created"

@@ -88,7 +88,6 @@ import argparse
 import gc
 import json
 import math
-import subprocess
 import sys
 import textwrap
 import time
@@ -100,7 +99,7 @@ from typing import Any
 
 import numpy as np
 import scipy
-from _common import PeerProcess, proc_status, reset_peak
+from _common import PeerProcess, peer_venv, proc_status, reset_peak
 from _common import machine_facts as _machine_facts
 
 import rtkit
@@ -283,22 +282,7 @@ if __name__ == "__main__":
 
 def ensure_pymedphys_venv(venv: Path) -> tuple[Path | None, str]:
     """The pymedphys venv's python, creating it if needed; (None, why) on failure."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import pymedphys, numba, pydicom, numpy; pymedphys.gamma"]
-    if py.is_file() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
-        return py, "reused"
-    print(f"creating {venv} (python -m venv; pip install pymedphys numba numpy pydicom) ...", flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "pymedphys", "numba", "numpy", "pydicom"],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return None, f"pip install pymedphys failed: {proc.stderr.strip().splitlines()[-1:]}"
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return None, f"cannot create the venv: {exc}"
-    if subprocess.run(check, capture_output=True, check=False).returncode != 0:
-        return None, "pymedphys.gamma does not import in the venv"
-    return py, "created"
+    return peer_venv(venv, ["pymedphys", "numba", "numpy", "pydicom"], "import pymedphys, numba, pydicom, numpy; pymedphys.gamma", "pymedphys.gamma")
 
 
 # ----------------------------------------------------------------- the rtkit worker (this script, --rtkit-worker)

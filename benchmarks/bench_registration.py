@@ -85,7 +85,6 @@ import hashlib
 import inspect
 import json
 import math
-import subprocess
 import sys
 import textwrap
 import time
@@ -98,7 +97,7 @@ from typing import Any
 
 import numpy as np
 import scipy
-from _common import PeerProcess
+from _common import PeerProcess, peer_venv
 from _common import machine_facts as _machine_facts
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -499,22 +498,7 @@ if __name__ == "__main__":
 
 def ensure_sitk_venv(venv: Path) -> tuple[Path | None, str]:
     """The SimpleITK venv's python, creating it if needed; (None, why) on failure."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import SimpleITK, numpy, pydicom"]
-    if py.is_file() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
-        return py, "reused"
-    print(f"creating {venv} (python -m venv; pip install SimpleITK numpy pydicom) ...", flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "SimpleITK", "numpy", "pydicom"],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return None, f"pip install SimpleITK failed: {proc.stderr.strip().splitlines()[-1:]}"
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return None, f"cannot create the venv: {exc}"
-    if subprocess.run(check, capture_output=True, check=False).returncode != 0:
-        return None, "SimpleITK does not import in the venv"
-    return py, "created"
+    return peer_venv(venv, ["SimpleITK", "numpy", "pydicom"], "import SimpleITK, numpy, pydicom", "SimpleITK")
 
 
 class Sitk(PeerProcess):
