@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from ..errors import DicomReadError, FrameOfReferenceError, warn
-from .rtstruct_write import _charset, _image_ref, _now, _text, patient_and_study
+from .rtstruct_write import _image_ref, _text, new_instance
 
 __all__ = ["SPATIAL_REGISTRATION_SOP_CLASS_UID", "build_registration", "registration_from_dataset"]
 
@@ -111,28 +111,9 @@ def build_registration(reg: Any, *, label: str = "RTKIT", description: str | Non
     if not study_uid:
         study_uid = generate_uid()
         warn(f"the fixed image has no StudyInstanceUID; the registration gets a new study {study_uid}", log)
-    date, time = _now()
-    sop_uid = generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SPATIAL_REGISTRATION_SOP_CLASS_UID
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    texts = [_text(meta, k) for k in ("patient_name", "patient_id", "study_description",
-                                      "referring_physician_name")] + [description or ""]
-    ds.SpecificCharacterSet = _charset(texts)
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.SOPClassUID = SPATIAL_REGISTRATION_SOP_CLASS_UID
-    ds.SOPInstanceUID = sop_uid
-    patient_and_study(ds, meta, study_uid)
-    # General Series / Spatial Registration Series
-    ds.Modality = "REG"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = None if series_number is None else int(series_number)
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.SeriesDescription = "rtkit registration"
-    ds.OperatorsName = ""
+    ds = new_instance(SPATIAL_REGISTRATION_SOP_CLASS_UID, "REG", meta, study_uid, [description or ""], series_number,
+                      "rtkit registration")
+    date, time = ds.SeriesDate, ds.SeriesTime
     ds.Laterality = ""  # Type 2C in General Series: not a paired body part
     # Frame of Reference: the registration frame is the fixed image's
     ds.FrameOfReferenceUID = fixed_uid
@@ -180,7 +161,7 @@ def build_registration(reg: Any, *, label: str = "RTKIT", description: str | Non
     return ds
 
 
-def _item_matrix(item: Dataset, where: str) -> tuple[NDArray[np.float64], str]:
+def _item_matrix(item: Dataset, where: str) -> NDArray[np.float64]:
     regs = item.get("MatrixRegistrationSequence") or []
     if len(regs) != 1:
         raise DicomReadError(f"{where}: expected one MatrixRegistrationSequence item, found {len(regs)}")
@@ -188,7 +169,6 @@ def _item_matrix(item: Dataset, where: str) -> tuple[NDArray[np.float64], str]:
     if not mats:
         raise DicomReadError(f"{where}: no MatrixSequence")
     total = np.eye(4)
-    kinds = []
     for j, mi in enumerate(mats):
         values = mi.get("FrameOfReferenceTransformationMatrix")
         if values is None or len(values) != 16:
@@ -203,9 +183,8 @@ def _item_matrix(item: Dataset, where: str) -> tuple[NDArray[np.float64], str]:
                  f"{_MATRIX_TYPES}; the matrix is used as given", log)
         elif kind == "RIGID" and matrix_type(mat, tol=1e-4) != "RIGID":
             warn(f"{where}, matrix {j + 1}: typed RIGID but not orthonormal (to 1e-4); used as given", log)
-        kinds.append(kind)
         total = mat @ total  # the matrices apply in sequence order
-    return total, "+".join(kinds)
+    return total
 
 
 def registration_from_dataset(ds: Dataset, *, source: str = "the REG object",
@@ -253,19 +232,16 @@ def registration_from_dataset(ds: Dataset, *, source: str = "the REG object",
     if not items:
         raise DicomReadError(f"{source}: non-conformant Spatial Registration: empty RegistrationSequence")
     to_top: dict[str, NDArray[np.float64]] = {top: np.eye(4)}
-    series: dict[str, str | None] = {}
     for i, item in enumerate(items, start=1):
         where = f"{source}, RegistrationSequence item {i}"
         uid = str(item.get("FrameOfReferenceUID") or "")
         if not uid:
             raise DicomReadError(f"{where}: no FrameOfReferenceUID; rtkit cannot tell which frame the "
                                  "matrix registers (non-conformant when no images are referenced either)")
-        mat, _ = _item_matrix(item, where)
+        mat = _item_matrix(item, where)
         if uid == top and not np.allclose(mat, np.eye(4), atol=1e-6):
             warn(f"{where}: the registration's own frame {uid} has a non-identity matrix; used as given", log)
         to_top[uid] = mat
-        refs = item.get("ReferencedImageSequence") or []
-        series[uid] = None if not refs else str(refs[0].get("ReferencedSOPInstanceUID") or "")
     fixed = fixed_frame_of_reference_uid or top
     others = [u for u in to_top if u != fixed]
     if moving_frame_of_reference_uid:

@@ -252,6 +252,34 @@ def patient_and_study(ds: Dataset, meta: Mapping[str, Any], study_uid: str) -> N
         ds.StudyDescription = _text(meta, "study_description")
 
 
+def new_instance(sop_class_uid: str, modality: str, meta: Mapping[str, Any], study_uid: str,
+                 texts: list[str], series_number: int | None, series_description: str) -> Dataset:
+    """A new object in a new series of the reference image's study: file meta (Explicit VR Little
+    Endian), SOP Common (character set fitting ``texts`` and the copied names), Patient, General
+    Study and the common series attributes (dated now)."""
+    date, time = _now()
+    sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    copied = [_text(meta, k) for k in ("patient_name", "patient_id", "study_description", "referring_physician_name")]
+    ds.SpecificCharacterSet = _charset(copied + list(texts))
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_uid
+    patient_and_study(ds, meta, study_uid)
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = None if series_number is None else int(series_number)
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.SeriesDescription = series_description
+    ds.OperatorsName = ""
+    return ds
+
+
 def build_rtstruct(
     rois: Sequence[Mapping[str, Any]],
     reference: Image,
@@ -356,32 +384,11 @@ def build_rtstruct(
             log,
         )
 
-    date, time = _now()
-    ds = Dataset()
-    sop_uid = generate_uid()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS_UID
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    texts = [_text(meta, k) for k in ("patient_name", "patient_id", "study_description",
-                                      "referring_physician_name")]
-    texts += [str(r["name"]) for r in rois] + [label, name or "", description or ""]
+    texts = [str(r["name"]) for r in rois] + [label, name or "", description or ""]
     texts += [str(r.get("description") or "") for r in rois]
-    # SOP Common
-    ds.SpecificCharacterSet = _charset(texts)
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.SOPClassUID = RTSTRUCT_SOP_CLASS_UID
-    ds.SOPInstanceUID = sop_uid
-    patient_and_study(ds, meta, study_uid)
-    # RT Series
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = None if series_number is None else int(series_number)
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.SeriesDescription = (name or label)[:64]
-    ds.OperatorsName = ""
+    ds = new_instance(RTSTRUCT_SOP_CLASS_UID, "RTSTRUCT", meta, study_uid, texts, series_number,
+                      (name or label)[:64])
+    date, time = ds.SeriesDate, ds.SeriesTime
     # Frame of Reference
     ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
