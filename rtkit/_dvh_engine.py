@@ -387,6 +387,7 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
 GAP_CHUNK_CELLS = 50_000  # the same for the gaps of the smooth solid
+FULL_CHUNK_COLUMNS = 50_000  # wholly covered columns sampled at once
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
@@ -430,55 +431,65 @@ def _runs(stack: Any) -> list[list[int]]:
 
 
 class _Boundaries:
-    """Exact distance (mm) from in-plane points to the ring edges of given planes.
+    """Exact distance (mm) from in-plane points to the ring edges of each plane.
 
-    One k-d tree over points resampled along every plane's edges (planes kept apart by a huge
-    offset in a third coordinate) finds candidate edges; the distance to those is exact.
+    Per plane, a k-d tree over points resampled along its edges (built on first use, dropped
+    by :meth:`release`) finds candidate edges; the distance to those is exact.
     """
 
-    _APART = 1e7
-
     def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
-        from scipy.spatial import cKDTree
+        self._rings = rings_per_plane
+        self._step = step
+        self._planes: dict[int, tuple] = {}
 
-        rings, plane = [], []
-        for j, rr in enumerate(rings_per_plane):
-            for r in rr:
-                r = r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r
-                rings.append(r[:, :2])
-                plane.append(j)
-        sizes = np.array([len(r) for r in rings], dtype=np.intp)
-        self.a = np.concatenate(rings).astype(np.float64, copy=False)
-        nxt = np.arange(1, len(self.a) + 1)  # each vertex's successor on its ring (closing edge)
-        ends = np.cumsum(sizes)
-        nxt[ends - 1] = ends - sizes
-        self.b = self.a[nxt]
-        plane = np.repeat(np.array(plane, dtype=np.float64), sizes)
-        length = np.linalg.norm(self.b - self.a, axis=1)
-        n = np.maximum(1, np.ceil(length / step)).astype(np.intp)
-        seg = np.repeat(np.arange(len(n)), n)
-        t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
-        pts = self.a[seg] + t[:, None] * (self.b[seg] - self.a[seg])
-        self.seg = seg
-        self.tree = cKDTree(np.c_[pts, plane[seg] * self._APART])
-        self.k = min(3, len(pts))
+    def _plane(self, j: int) -> tuple:
+        hit = self._planes.get(j)
+        if hit is None:
+            from scipy.spatial import cKDTree
+
+            rings = [r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r
+                     for r in self._rings[j]]
+            sizes = np.array([len(r) for r in rings], dtype=np.intp)
+            a = np.concatenate([r[:, :2] for r in rings]).astype(np.float64, copy=False)
+            nxt = np.arange(1, len(a) + 1)  # each vertex's successor on its ring (closing edge)
+            ends = np.cumsum(sizes)
+            nxt[ends - 1] = ends - sizes
+            b = a[nxt]
+            n = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / self._step)).astype(np.intp)
+            seg = np.repeat(np.arange(len(n)), n)
+            t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
+            tree = cKDTree(a[seg] + t[:, None] * (b[seg] - a[seg]))
+            hit = self._planes[j] = (a, b, seg, tree, min(3, len(seg)))
+        return hit
+
+    def release(self, below: int) -> None:
+        """Forget the trees of planes with index < ``below``."""
+        for j in [j for j in self._planes if j < below]:
+            del self._planes[j]
 
     def nearest(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
         """Distance from q[i] (N, 2) to the edges of plane[i], and the nearest edge point (N, 2)."""
+        dist, foot = np.empty(len(q)), np.empty((len(q), 2))
         if not len(q):
-            return np.empty(0), np.empty((0, 2))
-        _, idx = self.tree.query(np.column_stack([q, plane * self._APART]), k=self.k)
-        s = self.seg[idx.reshape(len(q), -1)]  # (N, k) candidate segments
-        a = self.a[s]
-        ab = self.b[s] - a
-        aq = q[:, None, :] - a
-        t = np.clip((aq * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-300), 0.0, 1.0)
-        foot = a + t[..., None] * ab
-        e = q[:, None, :] - foot
-        d2 = (e * e).sum(-1)
-        best = d2.argmin(axis=1)
-        rows = np.arange(len(q))
-        return np.sqrt(d2[rows, best]), foot[rows, best]
+            return dist, foot
+        order = np.argsort(plane, kind="stable")
+        starts = np.flatnonzero(np.r_[True, plane[order][1:] != plane[order][:-1]])
+        for s, e in zip(starts, np.r_[starts[1:], len(q)], strict=True):
+            rows = order[s:e]
+            a_all, b_all, seg, tree, k = self._plane(int(plane[rows[0]]))
+            qq = q[rows]
+            _, idx = tree.query(qq, k=k)
+            cand = seg[idx.reshape(len(qq), -1)]  # (n, k) candidate segments
+            a = a_all[cand]
+            ab = b_all[cand] - a
+            t = np.clip(((qq[:, None, :] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-300), 0.0, 1.0)
+            ft = a + t[..., None] * ab
+            e2 = qq[:, None, :] - ft
+            d2 = (e2 * e2).sum(-1)
+            best = d2.argmin(axis=1)
+            r = np.arange(len(qq))
+            dist[rows], foot[rows] = np.sqrt(d2[r, best]), ft[r, best]
+        return dist, foot
 
 
 def _unit(v: NDArray) -> NDArray:
@@ -590,45 +601,60 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
     regions = np.array([p.region for p in planes], dtype=object)
     table = np.array(gaps, dtype=np.intp)
     step = max(1, GAP_CHUNK_CELLS // max(1, npx))
-    # One edge search structure for the whole solid when it is small, else one per chunk.
-    perimeter = sum(float(np.abs(np.diff(r[:, :2], axis=0)).sum()) for lay in layers for r in lay.rings)
-    whole = None
-    if perimeter / BOUNDARY_STEP_MM < 100_000:
-        shapely.prepare(regions)
-        whole = _Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM)
+    boundaries = _Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM)
+    plane_cov: dict[int, tuple[NDArray, NDArray, NDArray]] = {}  # coverage rows shared by chunks
+    whole = np.zeros((len(gaps), npx), dtype=bool)  # pixels inside the core over the whole gap
     for g0 in range(0, len(gaps), step):
         chunk = table[g0:g0 + step]
-        boundaries = whole
-        if boundaries is None:
-            used = set(chunk[chunk >= 0].tolist())
-            shapely.prepare(regions[sorted(used)])
-            boundaries = _Boundaries([layers[j].rings if j in used else [] for j in range(len(planes))],
-                                     BOUNDARY_STEP_MM)
-        _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, boundaries, regions, (uv0, du, dv), diag, sink)
+        used = chunk[chunk >= 0]
+        shapely.prepare(regions[np.unique(used)])
+        boundaries.release(int(used.min()))  # gaps come in order: lower planes are done
+        whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, boundaries, regions,
+                                           (uv0, du, dv), diag, sink, plane_cov)
+    # Wholly covered pixels: one column per run of touching gaps over the whole solid (fewer
+    # depth pieces than one per chunk).
+    zab = np.sort(np.column_stack([fr.k(z[table[:, 0]]), fr.k(z[table[:, 1]])]), axis=1)
+    pix, _, ka, kb = _full_runs(whole.reshape(len(gaps), nr, nc), zab)
+    del whole
+    for s0 in range(0, pix.size, FULL_CHUNK_COLUMNS):
+        part = slice(s0, s0 + FULL_CHUNK_COLUMNS)
+        r_full, c_full = lat.to_rc((pix[part] // nc).astype(np.float64), (pix[part] % nc).astype(np.float64))
+        sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(r_full.size, lat.pixel_area),
+                                ka[part], kb[part], lat.f))
 
 
 def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattice, z: NDArray,
                  idx_rings: list, boundaries: _Boundaries, regions: NDArray, uv_map: tuple,
-                 diag: float, sink: Histogram) -> None:
-    """The gaps of ``table`` (rows: plane a, plane b, previous, next) into ``sink``."""
+                 diag: float, sink: Histogram,
+                 plane_cov: dict[int, tuple[NDArray, NDArray, NDArray]]) -> NDArray[np.bool_]:
+    """The gaps of ``table`` (rows: plane a, plane b, previous, next) into ``sink``, but for the
+    pixels wholly inside both planes' regions: returned as a (gaps, pixels) mask for the caller
+    to sample as columns over runs of gaps.  ``plane_cov`` caches the planes' coverage rows
+    between calls (planes below this chunk's are dropped)."""
     import shapely
 
     nr, nc = lat.shape
     npx = nr * nc
     uv0, du, dv = uv_map
     A, B, PREV, NEXT = table.T
-    # exact coverage and centroids of the planes these gaps use, one pass
+    # exact coverage and centroids of the planes these gaps use, one pass for those not cached
     used = np.unique(np.concatenate([A, B]))
-    row_of = np.full(len(z), -1, dtype=np.intp)
-    row_of[used] = np.arange(len(used))
-    rings = [r for i, j in enumerate(used) for r in lat.rings(idx_rings[j], i * nr)]
-    cov, oy, ox = (x.reshape(len(used), npx) for x in coverage(rings, (len(used) * nr, nc), moments=True))
-    ca, cb = cov[row_of[A]], cov[row_of[B]]
+    for j in [j for j in plane_cov if j < used[0]]:
+        del plane_cov[j]
+    new = [int(j) for j in used if int(j) not in plane_cov]
+    if new:
+        rings = [r for i, j in enumerate(new) for r in lat.rings(idx_rings[j], i * nr)]
+        cov_new = [x.reshape(len(new), npx) for x in coverage(rings, (len(new) * nr, nc), moments=True)]
+        for i, j in enumerate(new):
+            plane_cov[j] = (cov_new[0][i], cov_new[1][i], cov_new[2][i])
+    def rows(planes: NDArray, which: int) -> NDArray:
+        return np.stack([plane_cov[int(j)][which] for j in planes])
+
+    ca, cb = rows(A, 0), rows(B, 0)
     smaller = ca <= cb
     core = np.where(smaller, ca, cb)
-    core_oy = np.where(smaller, oy[row_of[A]], oy[row_of[B]])
-    core_ox = np.where(smaller, ox[row_of[A]], ox[row_of[B]])
-    del oy, ox
+    core_oy = np.where(smaller, rows(A, 1), rows(B, 1))
+    core_ox = np.where(smaller, rows(A, 2), rows(B, 2))
     cols_q, cols_w, cols_a, cols_b = [], [], [], []  # columns whose dose point is inside
     split_q, split_w, split_a, split_b = [], [], [], []  # band parts: dose point in the pixel
     # the core: inside over the whole gap (wholly covered pixels merged over touching gaps)
@@ -638,11 +664,6 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     cols_w.append(core[gi, pix] * lat.pixel_area)
     cols_a.append(z[A[gi]])
     cols_b.append(z[B[gi]])
-    zab_gap = np.sort(np.column_stack([fr.k(z[A]), fr.k(z[B])]), axis=1)
-    pix, _, ka_full, kb_full = _full_runs(whole.reshape(len(table), nr, nc), zab_gap)
-    del whole
-    r_full, c_full = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
-    sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(pix.size, lat.pixel_area), ka_full, kb_full, lat.f))
     # the rest of every pixel touching either region (a surface bulging out beyond both contours
     # between the planes is left out: it is of second order in the spacing)
     gi, pix = np.nonzero((core < 1.0 - 1e-9) & ((ca > 0) | (cb > 0)))
@@ -651,7 +672,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     k = np.where(cc > 0, -cc / np.maximum(1.0 - cc, 1e-12), 0.0)
     qi = pix // nc + k * core_oy[gi, pix]  # the centroid of the pixel's part outside the core
     qj = pix % nc + k * core_ox[gi, pix]
-    del core, core_oy, core_ox, ca, cb, cov
+    del core, core_oy, core_ox, ca, cb
     if gi.size:
         q = uv0 + qi[:, None] * du + qj[:, None] * dv
         # Signed distances of the query points to the gap's two planes and their neighbours:
@@ -714,3 +735,4 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         if not extremes:  # their dose point may lie just outside the solid
             smp.dmin, smp.dmax = np.inf, -np.inf
         sink.add(smp)
+    return whole
