@@ -459,7 +459,10 @@ class _Boundaries:
             seg = np.repeat(np.arange(len(n)), n)
             t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
             tree = cKDTree(a[seg] + t[:, None] * (b[seg] - a[seg]))
-            hit = self._planes[j] = (a, b, seg, tree, min(3, len(seg)))
+            ab = b - a
+            inv = 1.0 / np.maximum((ab * ab).sum(axis=1), 1e-300)
+            hit = self._planes[j] = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(),
+                                     inv, seg, tree, min(3, len(seg)))
         return hit
 
     def release(self, below: int) -> None:
@@ -476,20 +479,54 @@ class _Boundaries:
         starts = np.flatnonzero(np.r_[True, plane[order][1:] != plane[order][:-1]])
         for s, e in zip(starts, np.r_[starts[1:], len(q)], strict=True):
             rows = order[s:e]
-            a_all, b_all, seg, tree, k = self._plane(int(plane[rows[0]]))
-            qq = q[rows]
-            _, idx = tree.query(qq, k=k)
-            cand = seg[idx.reshape(len(qq), -1)]  # (n, k) candidate segments
-            a = a_all[cand]
-            ab = b_all[cand] - a
-            t = np.clip(((qq[:, None, :] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-300), 0.0, 1.0)
-            ft = a + t[..., None] * ab
-            e2 = qq[:, None, :] - ft
-            d2 = (e2 * e2).sum(-1)
-            best = d2.argmin(axis=1)
-            r = np.arange(len(qq))
-            dist[rows], foot[rows] = np.sqrt(d2[r, best]), ft[r, best]
+            ax, ay, abx, aby, inv, seg, tree, k = self._plane(int(plane[rows[0]]))
+            qx, qy = q[rows, 0][:, None], q[rows, 1][:, None]
+            cand = seg[tree.query(q[rows], k=k)[1].reshape(len(rows), -1)]  # (n, k) candidate segments
+            ax, ay, abx, aby = ax[cand], ay[cand], abx[cand], aby[cand]
+            t = np.clip(((qx - ax) * abx + (qy - ay) * aby) * inv[cand], 0.0, 1.0)
+            fx, fy = ax + t * abx, ay + t * aby
+            d2 = (qx - fx) ** 2 + (qy - fy) ** 2
+            best = d2.argmin(axis=1)[:, None]
+            dist[rows] = np.sqrt(np.take_along_axis(d2, best, 1)[:, 0])
+            foot[rows, 0] = np.take_along_axis(fx, best, 1)[:, 0]
+            foot[rows, 1] = np.take_along_axis(fy, best, 1)[:, 0]
         return dist, foot
+
+
+class _PixelDistances:
+    """Distances (mm) from lattice pixel centres to each plane's boundary, the nearest boundary
+    points and the side (-1 inside, +1 outside), kept between gap chunks for the planes still in
+    use (a plane serves up to four gaps)."""
+
+    def __init__(self, boundaries: _Boundaries, regions: NDArray, npx: int, centre_of: Any) -> None:
+        self.boundaries, self.regions, self.npx, self.centre_of = boundaries, regions, npx, centre_of
+        self.keys = np.empty(0, dtype=np.int64)  # plane * npx + pixel, sorted
+        self.d, self.sign, self.foot = np.empty(0), np.empty(0), np.empty((0, 2))
+
+    def release(self, below: int) -> None:
+        """Forget planes with index < ``below``."""
+        self.boundaries.release(below)
+        keep = self.keys >= below * self.npx
+        self.keys, self.d, self.sign, self.foot = self.keys[keep], self.d[keep], self.sign[keep], self.foot[keep]
+
+    def get(self, keys: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
+        """Distance, side and nearest boundary point of sorted unique keys."""
+        import shapely
+
+        pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        have = self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), dtype=bool)
+        miss = keys[~have]
+        if miss.size:
+            plane, centre = miss // self.npx, self.centre_of(miss % self.npx)
+            d, foot = self.boundaries.nearest(plane, centre)
+            sign = np.where(shapely.contains_xy(self.regions[plane], centre[:, 0], centre[:, 1]), -1.0, 1.0)
+            order = np.argsort(np.concatenate([self.keys, miss]), kind="stable")
+            self.keys = np.concatenate([self.keys, miss])[order]
+            self.d = np.concatenate([self.d, d])[order]
+            self.sign = np.concatenate([self.sign, sign])[order]
+            self.foot = np.concatenate([self.foot, foot])[order]
+            pos = np.searchsorted(self.keys, keys)
+        return self.d[pos], self.sign[pos], self.foot[pos]
 
 
 def _unit(v: NDArray) -> NDArray:
@@ -601,15 +638,16 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
     regions = np.array([p.region for p in planes], dtype=object)
     table = np.array(gaps, dtype=np.intp)
     step = max(1, GAP_CHUNK_CELLS // max(1, npx))
-    boundaries = _Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM)
+    distances = _PixelDistances(_Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM), regions, npx,
+                                lambda pix: uv0 + (pix // nc)[:, None] * du + (pix % nc)[:, None] * dv)
     plane_cov: dict[int, tuple[NDArray, NDArray, NDArray]] = {}  # coverage rows shared by chunks
     whole = np.zeros((len(gaps), npx), dtype=bool)  # pixels inside the core over the whole gap
     for g0 in range(0, len(gaps), step):
         chunk = table[g0:g0 + step]
         used = chunk[chunk >= 0]
         shapely.prepare(regions[np.unique(used)])
-        boundaries.release(int(used.min()))  # gaps come in order: lower planes are done
-        whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, boundaries, regions,
+        distances.release(int(used.min()))  # gaps come in order: lower planes are done
+        whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, distances,
                                            (uv0, du, dv), diag, sink, plane_cov)
     # Wholly covered pixels: one column per run of touching gaps over the whole solid (fewer
     # depth pieces than one per chunk).
@@ -624,14 +662,13 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
 
 
 def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattice, z: NDArray,
-                 idx_rings: list, boundaries: _Boundaries, regions: NDArray, uv_map: tuple,
+                 idx_rings: list, distances: _PixelDistances, uv_map: tuple,
                  diag: float, sink: Histogram,
                  plane_cov: dict[int, tuple[NDArray, NDArray, NDArray]]) -> NDArray[np.bool_]:
     """The gaps of ``table`` (rows: plane a, plane b, previous, next) into ``sink``, but for the
     pixels wholly inside both planes' regions: returned as a (gaps, pixels) mask for the caller
     to sample as columns over runs of gaps.  ``plane_cov`` caches the planes' coverage rows
     between calls (planes below this chunk's are dropped)."""
-    import shapely
 
     nr, nc = lat.shape
     npx = nr * nc
@@ -681,10 +718,9 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
         keys = np.where(roles >= 0, roles.astype(np.int64) * npx + pix, -1)
         uniq = np.unique(keys[keys >= 0])
-        plane_of, pix_of = uniq // npx, uniq % npx
+        pix_of = uniq % npx
         centre = uv0 + (pix_of // nc)[:, None] * du + (pix_of % nc)[:, None] * dv
-        d_c, foot = boundaries.nearest(plane_of, centre)
-        sign = np.where(shapely.contains_xy(regions[plane_of], centre[:, 0], centre[:, 1]), -1.0, 1.0)
+        d_c, sign, foot = distances.get(uniq)
         normal = (centre - foot) * (sign / np.maximum(d_c, 1e-300))[:, None]
         slot = np.searchsorted(uniq, np.maximum(keys, 0))
         dist = np.where(keys >= 0, ((q[None] - foot[slot]) * normal[slot]).sum(-1), 0.0)
