@@ -433,55 +433,68 @@ def _runs(stack: Any) -> list[list[int]]:
 class _Boundaries:
     """Exact distance (mm) from in-plane points to the ring edges of each plane.
 
-    Per plane, a k-d tree over points resampled along its edges (built on first use, dropped
-    by :meth:`release`) finds candidate edges; the distance to those is exact.
+    Planes are grouped in blocks of consecutive planes with about ``BLOCK_POINTS`` points
+    resampled along their edges; per block, one k-d tree over those points (planes kept apart
+    by a huge offset in a third coordinate; built on first use, dropped by :meth:`release`)
+    finds candidate edges, and the distance to those is exact.
     """
 
-    def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
-        self._rings = rings_per_plane
-        self._step = step
-        self._planes: dict[int, tuple] = {}
+    _APART = 1e7
+    BLOCK_POINTS = 60_000
 
-    def _plane(self, j: int) -> tuple:
-        hit = self._planes.get(j)
+    def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
+        self._rings = [[r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r for r in rr]
+                       for rr in rings_per_plane]
+        self._step = step
+        points = np.array([sum(float(np.linalg.norm(np.diff(np.r_[r, r[:1]][:, :2], axis=0), axis=1).sum())
+                               / step + len(r) for r in rr) for rr in self._rings])
+        self._block_of = (np.cumsum(points) // self.BLOCK_POINTS).astype(np.intp)
+        self._blocks: dict[int, tuple] = {}
+
+    def _block(self, blk: int) -> tuple:
+        hit = self._blocks.get(blk)
         if hit is None:
             from scipy.spatial import cKDTree
 
-            rings = [r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r
-                     for r in self._rings[j]]
+            members = np.flatnonzero(self._block_of == blk)
+            rings = [r[:, :2] for j in members for r in self._rings[j]]
+            plane = np.repeat([float(j) for j in members for _ in self._rings[j]],
+                              [len(r) for j in members for r in self._rings[j]])
             sizes = np.array([len(r) for r in rings], dtype=np.intp)
-            a = np.concatenate([r[:, :2] for r in rings]).astype(np.float64, copy=False)
+            a = np.concatenate(rings).astype(np.float64, copy=False)
             nxt = np.arange(1, len(a) + 1)  # each vertex's successor on its ring (closing edge)
             ends = np.cumsum(sizes)
             nxt[ends - 1] = ends - sizes
-            b = a[nxt]
-            n = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / self._step)).astype(np.intp)
+            ab = a[nxt] - a
+            n = np.maximum(1, np.ceil(np.linalg.norm(ab, axis=1) / self._step)).astype(np.intp)
             seg = np.repeat(np.arange(len(n)), n)
             t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
-            tree = cKDTree(a[seg] + t[:, None] * (b[seg] - a[seg]))
-            ab = b - a
+            tree = cKDTree(np.c_[a[seg] + t[:, None] * ab[seg], plane[seg] * self._APART])
             inv = 1.0 / np.maximum((ab * ab).sum(axis=1), 1e-300)
-            hit = self._planes[j] = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(),
-                                     inv, seg, tree, min(3, len(seg)))
+            hit = self._blocks[blk] = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(),
+                                       inv, seg, tree, min(3, len(seg)))
         return hit
 
     def release(self, below: int) -> None:
-        """Forget the trees of planes with index < ``below``."""
-        for j in [j for j in self._planes if j < below]:
-            del self._planes[j]
+        """Forget the trees of blocks wholly below plane ``below``."""
+        if below < len(self._block_of):
+            for blk in [b for b in self._blocks if b < self._block_of[below]]:
+                del self._blocks[blk]
 
     def nearest(self, plane: NDArray[np.intp], q: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
         """Distance from q[i] (N, 2) to the edges of plane[i], and the nearest edge point (N, 2)."""
         dist, foot = np.empty(len(q)), np.empty((len(q), 2))
         if not len(q):
             return dist, foot
-        order = np.argsort(plane, kind="stable")
-        starts = np.flatnonzero(np.r_[True, plane[order][1:] != plane[order][:-1]])
+        blk = self._block_of[plane]
+        order = np.argsort(blk, kind="stable")
+        starts = np.flatnonzero(np.r_[True, blk[order][1:] != blk[order][:-1]])
         for s, e in zip(starts, np.r_[starts[1:], len(q)], strict=True):
             rows = order[s:e]
-            ax, ay, abx, aby, inv, seg, tree, k = self._plane(int(plane[rows[0]]))
+            ax, ay, abx, aby, inv, seg, tree, k = self._block(int(blk[rows[0]]))
             qx, qy = q[rows, 0][:, None], q[rows, 1][:, None]
-            cand = seg[tree.query(q[rows], k=k)[1].reshape(len(rows), -1)]  # (n, k) candidate segments
+            _, idx = tree.query(np.c_[q[rows], plane[rows] * self._APART], k=k)
+            cand = seg[idx.reshape(len(rows), -1)]  # (n, k) candidate segments
             ax, ay, abx, aby = ax[cand], ay[cand], abx[cand], aby[cand]
             t = np.clip(((qx - ax) * abx + (qy - ay) * aby) * inv[cand], 0.0, 1.0)
             fx, fy = ax + t * abx, ay + t * aby
@@ -529,23 +542,26 @@ class _PixelDistances:
         return self.d[pos], self.sign[pos], self.foot[pos]
 
 
+def _norm(v: NDArray) -> NDArray:
+    """Length of 2-vectors (..., 2), as (..., 1)."""
+    return np.sqrt(v[..., :1] * v[..., :1] + v[..., 1:] * v[..., 1:])
+
+
 def _unit(v: NDArray) -> NDArray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-300)
+    return v / np.maximum(_norm(v), 1e-300)
 
 
 def _circle_tangent(pm: NDArray, p: NDArray, pp: NDArray) -> NDArray:
     """Unit tangent at ``p`` of the circle through ``pm, p, pp`` (the line if collinear), pointing on."""
     a, b = p - pm, pp - p
-    la = np.linalg.norm(a, axis=-1, keepdims=True)
-    lb = np.linalg.norm(b, axis=-1, keepdims=True)
-    return _unit(_unit(a) * lb + _unit(b) * la)
+    return _unit(_unit(a) * _norm(b) + _unit(b) * _norm(a))
 
 
 def _end_tangent(p0: NDArray, p1: NDArray, p2: NDArray) -> NDArray:
     """Unit tangent at ``p0`` of the circle through ``p0, p1, p2``, pointing towards ``p1``."""
     t1 = _circle_tangent(p0, p1, p2)
     u = _unit(p1 - p0)
-    return 2 * np.sum(t1 * u, axis=-1, keepdims=True) * u - t1
+    return 2 * (t1[..., :1] * u[..., :1] + t1[..., 1:] * u[..., 1:]) * u - t1
 
 
 def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> tuple[NDArray, NDArray, NDArray]:
@@ -554,17 +570,18 @@ def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> t
 
     Points are (..., 2) arrays (d, z); tangents unit, scaled by the chord length.
     """
-    chord = np.linalg.norm(p1 - p0, axis=-1, keepdims=True)
-    s = np.linspace(0.0, 1.0, CURVE_STEPS + 1)[:, None, None]
+    chord = _norm(p1 - p0)[..., 0]
+    s = np.linspace(0.0, 1.0, CURVE_STEPS + 1)[:, None]
     h00 = 2 * s**3 - 3 * s**2 + 1
     h10 = s**3 - 2 * s**2 + s
     h01 = -2 * s**3 + 3 * s**2
     h11 = s**3 - s**2
-    curve = h00 * p0 + h10 * chord * t0 + h01 * p1 + h11 * chord * t1
-    d, z = curve[..., 0], curve[..., 1]
+    d, z = (h00 * p0[..., i] + h10 * (chord * t0[..., i]) + h01 * p1[..., i] + h11 * (chord * t1[..., i])
+            for i in (0, 1))
     da, db, za, zb = d[:-1], d[1:], z[:-1], z[1:]
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.where(da < db, da, db) / (np.where(da < db, da, db) - np.where(da < db, db, da))
+        low = np.minimum(da, db)
+        x = low / (low - np.maximum(da, db))
     # the inside part of each step: all, none, or from the inside end to the crossing
     frac = np.where((da < 0) & (db < 0), 1.0, np.where((da >= 0) & (db >= 0), 0.0, np.nan_to_num(x)))
     zin = np.where(da < db, za, zb)  # the inside end when the step crosses
