@@ -387,7 +387,8 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
 GAP_CHUNK_CELLS = 50_000  # the same for the gaps of the smooth solid
-FULL_CHUNK_COLUMNS = 50_000  # wholly covered columns sampled at once
+FULL_CHUNK_PIECES = 60_000  # depth pieces of wholly covered columns sampled at once
+COLUMN_PIECES = 8  # longer columns are split (the depth loop runs once per piece of the longest)
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
@@ -667,15 +668,39 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
         whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, distances,
                                            (uv0, du, dv), diag, sink, plane_cov)
     # Wholly covered pixels: one column per run of touching gaps over the whole solid (fewer
-    # depth pieces than one per chunk).
+    # depth pieces than one per chunk), in blocks of pixels and chunks of pieces (memory).
     zab = np.sort(np.column_stack([fr.k(z[table[:, 0]]), fr.k(z[table[:, 1]])]), axis=1)
-    pix, _, ka, kb = _full_runs(whole.reshape(len(gaps), nr, nc), zab)
-    del whole
-    for s0 in range(0, pix.size, FULL_CHUNK_COLUMNS):
-        part = slice(s0, s0 + FULL_CHUNK_COLUMNS)
-        r_full, c_full = lat.to_rc((pix[part] // nc).astype(np.float64), (pix[part] % nc).astype(np.float64))
-        sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(r_full.size, lat.pixel_area),
-                                ka[part], kb[part], lat.f))
+    block = max(1, GAP_CHUNK_CELLS // len(gaps))
+    for p0 in range(0, npx, block):
+        sub = whole[:, p0:p0 + block]
+        pix, _, ka, kb = _full_runs(sub.reshape(len(gaps), 1, sub.shape[1]), zab)
+        if not pix.size:
+            continue
+        pix, ka, kb = _split_columns(pix + p0, ka, kb, COLUMN_PIECES)
+        pieces = np.cumsum(np.floor(kb) - np.ceil(ka) + 2)
+        bounds = np.searchsorted(pieces, np.arange(1, int(pieces[-1] // FULL_CHUNK_PIECES) + 1) * FULL_CHUNK_PIECES)
+        for s0, s1 in zip(np.r_[0, bounds], np.r_[bounds, pix.size], strict=True):
+            if s1 > s0:
+                part = slice(int(s0), int(s1))
+                r_full, c_full = lat.to_rc((pix[part] // nc).astype(np.float64), (pix[part] % nc).astype(np.float64))
+                sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(r_full.size, lat.pixel_area),
+                                        ka[part], kb[part], lat.f))
+
+
+def _split_columns(pix: NDArray, ka: NDArray, kb: NDArray, most: int) -> tuple[NDArray, NDArray, NDArray]:
+    """Columns ``[ka, kb]`` (slice index units, ka <= kb) cut at whole slice indices into
+    columns of at most about ``most`` depth pieces each (the pieces are the same: whole indices
+    are where :func:`_depth_samples` splits a column anyway)."""
+    c0 = np.ceil(ka)
+    extra = np.maximum(0, np.ceil((kb - c0) / most) - 1).astype(np.intp)  # split points per column
+    if not extra.any():
+        return pix, ka, kb
+    n = extra + 1
+    col = np.repeat(np.arange(len(pix)), n)
+    j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # sub-column number within its column
+    lo = np.where(j == 0, ka[col], c0[col] + most * j)
+    hi = np.where(j == extra[col], kb[col], c0[col] + most * (j + 1))
+    return pix[col], lo, hi
 
 
 def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattice, z: NDArray,
