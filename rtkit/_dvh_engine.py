@@ -441,7 +441,7 @@ class _Boundaries:
     """
 
     _APART = 1e7
-    BLOCK_POINTS = 60_000
+    BLOCK_POINTS = 20_000
 
     def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
         self._rings = [[r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r for r in rr]

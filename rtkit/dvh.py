@@ -588,9 +588,11 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
         t = dose.grid.index_to_world(idx.astype(np.float64)) @ stack.normal
         keep = (t >= pos.min() - 1e-6) & (t <= pos.max() + 1e-6)
         in_mask[tuple(idx[~keep].T)] = False
-    inside_grid = dose.array[in_mask]
-    candidates = np.concatenate([[sink.dmin, sink.dmax, 0.0 if outside_cc > 0 else np.nan],
-                                 inside_grid.astype(np.float64)])
+    inside_grid = dose.array[in_mask]  # NaN (a resampled dose outside its grid) is skipped below
+    grid_lo, grid_hi = ((float(np.fmin.reduce(inside_grid)), float(np.fmax.reduce(inside_grid)))
+                        if inside_grid.size else (np.nan, np.nan))
+    del inside_grid, in_mask
+    candidates = np.array([sink.dmin, sink.dmax, 0.0 if outside_cc > 0 else np.nan, grid_lo, grid_hi])
     candidates = candidates[np.isfinite(candidates)]
     if sink.total <= 0:
         return DVH([0.0], [outside_cc], name=name, outside_volume_cc=outside_cc, prescription_gy=prescription_gy,
