@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.optimize import brentq
 
 import rtkit
@@ -295,3 +297,49 @@ def test_dvhs_on_threads_gives_the_same_dvhs(tmp_path):
     for n in names:
         np.testing.assert_array_equal(one[n].volumes, many[n].volumes)
         assert one[n].mean == many[n].mean and one[n].max == many[n].max
+
+
+def test_chunking_does_not_change_the_dvh(monkeypatch):
+    """The smooth engine splits its work (gap chunks sharing plane coverage and edge distances,
+    edge trees per block of planes, wholly covered columns cut into pieces and sampled in chunks)
+    only to bound memory: with every split forced small the DVH is the one computed in one go."""
+    from rtkit import _dvh_engine as engine
+
+    R = 12.0
+    zs = np.arange(-R, R + 1e-9, 1.5)
+    sph = _circle_stack(lambda z: math.sqrt(max(R * R - z * z, 0.0)) or 0.05, zs)
+    grid = Grid.from_spacing((33, 21, 21), (1.0, 2.0, 2.0), origin=(-20.0, -20.0, -16.0), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0.3, 0.2, 1.0), 30.0)
+    monkeypatch.setattr(engine, "GAP_CHUNK_CELLS", 10**9)
+    monkeypatch.setattr(engine, "FULL_CHUNK_PIECES", 10**9)
+    monkeypatch.setattr(engine, "COLUMN_PIECES", 10**6)
+    monkeypatch.setattr(engine._Boundaries, "BLOCK_POINTS", 10**9)
+    whole = rtkit.dvh(dose, sph)
+    monkeypatch.setattr(engine, "GAP_CHUNK_CELLS", 1)  # one gap per chunk
+    monkeypatch.setattr(engine, "FULL_CHUNK_PIECES", 7)
+    monkeypatch.setattr(engine, "COLUMN_PIECES", 2)
+    monkeypatch.setattr(engine._Boundaries, "BLOCK_POINTS", 50)  # about one plane per edge tree
+    split = rtkit.dvh(dose, sph)
+    assert split.volume_cc == pytest.approx(whole.volume_cc, rel=1e-12)
+    assert split.mean == pytest.approx(whole.mean, rel=1e-12)
+    assert (split.min, split.max) == pytest.approx((whole.min, whole.max), rel=1e-12)
+    np.testing.assert_allclose(split.volumes, whole.volumes, rtol=1e-9, atol=1e-12)
+
+
+@given(st.lists(st.tuples(st.floats(-3, 40), st.floats(0, 30)), min_size=1, max_size=20),
+       st.integers(1, 9))
+def test_split_columns_keeps_each_column_and_its_cuts(cols, most):
+    from rtkit._dvh_engine import _split_columns
+
+    ka = np.array([a for a, _ in cols])
+    kb = ka + np.array([w for _, w in cols])
+    pix = np.arange(len(cols)) * 10
+    p, lo, hi = _split_columns(pix, ka, kb, most)
+    for i in range(len(cols)):
+        mine = p == pix[i]
+        a, b = lo[mine], hi[mine]
+        assert a[0] == ka[i] and b[-1] == kb[i]  # the column, in order, without gaps
+        np.testing.assert_array_equal(a[1:], b[:-1])
+        assert np.all(b >= a)
+        assert np.all(a[1:] == np.round(a[1:]))  # cut at whole slice indices only
+        assert np.all(np.floor(b - 1e-9) - np.ceil(a) + 1 <= most)  # at most `most` pieces between cuts
