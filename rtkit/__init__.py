@@ -5,7 +5,7 @@ The public API is listed in ``__all__``; see ``docs/`` and DESIGN.md.
 
 import logging as _logging
 
-from . import config, datasets
+from . import config, datasets, plot
 from .dose import Dose, sum_doses
 from .dvh import DVH, DVHSet, dvh, dvhs
 from .errors import (
@@ -83,6 +83,7 @@ __all__ = [
     "gradient_index",
     "homogeneity_index",
     "paddick_ci",
+    "plot",
     "rtog_ci",
     "load",
     "read_dose",

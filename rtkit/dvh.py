@@ -467,6 +467,21 @@ class DVHSet(Mapping[str, DVH]):
         pd = require("pandas", "table", "DVHSet.to_pandas")
         return pd.DataFrame(self.table(metrics)).set_index("structure")
 
+    #: Metrics of the notebook summary (:meth:`_repr_html_`).
+    HTML_METRICS = ("Dmin", "Dmean", "Dmax", "D98%", "D95%", "D50%", "D2%")
+
+    def _repr_html_(self) -> str:
+        """Notebook summary: volume (cm3), outside-grid volume and :attr:`HTML_METRICS` (Gy) per structure."""
+        from . import _html
+
+        rows = []
+        for row, d in zip(self.table(self.HTML_METRICS), self._d.values(), strict=True):
+            rows.append((_html.cell(row["structure"]), _html.cell(_html.number(d.volume_cc, 3)),
+                         _html.cell(_html.number(d.outside_volume_cc, 3)),
+                         *(_html.cell(_html.number(row[m])) for m in self.HTML_METRICS)))
+        heads = ("structure", "volume (cm3)", "outside dose grid (cm3)", *(f"{m} (Gy)" for m in self.HTML_METRICS))
+        return _html.summary("DVHSet", f"({len(self)} structures)", _html.table(heads, rows))
+
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """All curves on one Axes (needs matplotlib)."""
         for d in self._d.values():

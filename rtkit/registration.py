@@ -206,6 +206,26 @@ class Registration:
 
         return write_dataset(build_registration(self), path, overwrite=overwrite)
 
+    def _repr_html_(self) -> str:
+        """Notebook summary: method, frames of reference, metric, rotation/translation and the 4x4 matrix."""
+        from . import _html
+
+        def frame(ref: SeriesRef) -> str:
+            return ref.frame_of_reference_uid or "-"
+
+        kind = "rigid" if self.is_rigid else "affine"
+        metric = "-" if self.metric is None else f"{self.metric:.6g} ({self.metric_name or 'metric'})"
+        facts = [
+            ("method", self.method or "-"), ("kind", kind),
+            ("fixed frame of reference", frame(self.fixed)), ("moving frame of reference", frame(self.moving)),
+            ("metric", metric), ("rotation (deg)", f"{self.rotation_deg:.3f}"),
+            ("translation (mm, LPS)", ", ".join(f"{t:.3f}" for t in self.translation_mm)),
+        ]
+        info = _html.table(("property", "value"), [(_html.cell(k), _html.cell(v)) for k, v in facts])
+        matrix = _html.table(("matrix (moving mm -> fixed mm)", "", "", ""),
+                             [tuple(_html.cell(f"{v:.6g}") for v in row) for row in self._matrix])
+        return _html.summary("Registration", kind, info + matrix)
+
     def __repr__(self) -> str:
         kind = "rigid" if self.is_rigid else "affine"
         metric = "" if self.metric is None else f", {self.metric_name or 'metric'} {self.metric:.4g}"

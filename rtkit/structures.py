@@ -810,5 +810,17 @@ class StructureSet(Mapping[str, Structure]):
             lines.append(f"  {s.number:>3} {s.name:<24} {kind:<10} {vol}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Notebook summary: number, name, colour swatch, type, volume (cm3), contours of each ROI."""
+        from . import _html
+
+        rows = [
+            (_html.cell(s.number), _html.cell(s.name), _html.swatch(s.color), _html.cell(s.type or "-"),
+             _html.cell("empty" if s.is_empty else f"{s.volume:.2f}"), _html.cell(len(s.contours)))
+            for s in self._structures
+        ]
+        body = _html.table(("#", "name", "colour", "type", "volume (cm3)", "contours"), rows)
+        return _html.summary("StructureSet", f"{self.label or ''} ({len(self)} ROIs)".strip(), body)
+
     def __repr__(self) -> str:
         return f"StructureSet({self.label!r}, {len(self)} ROIs: {', '.join(self.names[:8])}{'...' if len(self) > 8 else ''})"
