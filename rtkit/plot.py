@@ -287,9 +287,11 @@ def _dose(obj: Any, dose: Any) -> Dose | Image | None:
     return dose
 
 
-def _on_plane(image: Image, plane: _Plane, transform: Any = None, order: int = 1) -> NDArray[np.float64]:
-    """The image resampled on the display plane, NaN outside its voxel box; shape (rows, columns)."""
-    g = plane.grid(image.grid.frame_of_reference_uid)
+def _on_plane(image: Image, plane: _Plane, transform: Any = None, order: int = 1, frame: str | None = None,
+              ) -> NDArray[np.float64]:
+    """The image resampled on the display plane (in frame ``frame``, default the image's), NaN outside its
+    voxel box; shape (rows, columns)."""
+    g = plane.grid(frame if frame is not None else image.grid.frame_of_reference_uid)
     if transform is not None and hasattr(transform, "resample"):
         out = transform.resample(image, order=order, grid=g, fill=np.nan)
     else:
@@ -437,7 +439,7 @@ def show_slice(
               interpolation="nearest", gid="rtkit-image")
     d = _dose(case_or_image, dose)
     if d is not None:
-        dv = _on_plane(d, pl)
+        dv = _on_plane(d, pl, frame=image.grid.frame_of_reference_uid)
         top = float(np.nanmax(dv)) if np.isfinite(dv).any() else 0.0
         dmax_all = float(np.nanmax(d.array)) if d.array.size else top
         hi = float(dose_max) if dose_max is not None else (dmax_all if dmax_all > 0 else 1.0)
@@ -621,7 +623,7 @@ def _pair(fixed: Any, moving: Any, registration: Any, plane: str, z: float | Non
         raise RTKitError(f"moving must be an rtkit Image, got {type(moving).__name__}")
     pl = _plane(fixed_img.grid, plane, z)
     f = _on_plane(fixed_img, pl)
-    m = _on_plane(moving, pl, transform=registration)
+    m = _on_plane(moving, pl, transform=registration, frame=fixed_img.grid.frame_of_reference_uid)
     return fixed_img, pl, f, m
 
 
