@@ -64,6 +64,7 @@ _AXES = {
 }
 _AXIS_NAMES = "xyz"
 _MAX_PIXELS = 1024
+_MIP_CHUNK_POINTS = 1 << 22  # points resampled at a time by mip()
 
 
 def _plt() -> Any:
@@ -258,6 +259,8 @@ def _structures(obj: Any, structures: Any) -> list[Structure]:
         structures = [structures]
     if isinstance(structures, StructureSet):
         return structures.structures
+    if isinstance(structures, Mapping):
+        structures = list(structures.values())
     out = []
     for s in structures:
         if isinstance(s, str):
@@ -471,8 +474,11 @@ def show_slice(
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=_rgb(s.color), linewidth=linewidth, label=s.name) for s in shown]
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False,
-                  ncol=min(len(handles), 5))
+        from matplotlib.transforms import offset_copy
+
+        below = offset_copy(ax.transAxes, fig=ax.figure, y=-34, units="points")  # under the x label
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below,
+                  fontsize=8, frameon=False, ncol=min(len(handles), 5))
     ax.set_xlim(pl.extent[0], pl.extent[1])
     ax.set_ylim(pl.extent[2], pl.extent[3])
     _set_axes(ax, pl)
@@ -807,11 +813,16 @@ def mip(
     dt = _step(img.grid, pl.normal)
     n = max(1, min(_MAX_PIXELS, int(round((t1 - t0) / dt))))
     dt = (t1 - t0) / n
-    g = pl.grid(img.grid.frame_of_reference_uid, depth=(t0 + dt / 2, dt, n))
-    vol = img.resample(g, order=1, fill=np.nan).array
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(vol).any(axis=0)
-        proj = np.where(finite, np.nanmax(np.where(np.isfinite(vol), vol, -np.inf), axis=0), np.nan)
+    rows, cols = pl.shape
+    proj = np.full((rows, cols), -np.inf)
+    chunk = max(1, _MIP_CHUNK_POINTS // (rows * cols))
+    for k0 in range(0, n, chunk):
+        k1 = min(n, k0 + chunk)
+        g = pl.grid(img.grid.frame_of_reference_uid, depth=(t0 + (k0 + 0.5) * dt, dt, k1 - k0))
+        vol = img.resample(g, order=1, fill=np.nan).array
+        proj = np.fmax(proj, np.fmax.reduce(vol, axis=0))  # fmax: NaN (outside the image) never wins
+    finite = np.isfinite(proj)
+    proj[~finite] = np.nan
     ax = _new_ax(ax)
     hi = float(np.nanmax(proj)) if finite.any() else 1.0
     lo = float(min(0.0, np.nanmin(proj))) if finite.any() else 0.0

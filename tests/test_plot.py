@@ -390,6 +390,15 @@ def test_mip_coronal_and_sagittal(orientation):
     assert label_texts(ax)["A"][0] < 0.5
 
 
+def test_mip_in_chunks_is_the_same(monkeypatch):
+    pet = pet_for("OBLIQUE", frame=None, hot=(20.0, -10.0, 15.0))
+    whole = np.asarray(rplot.mip(pet, "sagittal", ax=new_ax()).get_images()[0].get_array())
+    monkeypatch.setattr(rplot, "_MIP_CHUNK_POINTS", 1)  # one plane at a time
+    pieces = np.asarray(rplot.mip(pet, "sagittal", ax=new_ax()).get_images()[0].get_array())
+    np.testing.assert_array_equal(whole, pieces)
+    assert np.isnan(whole).any() and np.nanmax(whole) == pytest.approx(10.0, rel=0.05)  # oblique: corners empty
+
+
 # ------------------------------------------------------------------ gamma
 def test_gamma_plot_delegates():
     g = rtkit.Grid.from_spacing((3, 8, 10), (2.0, 2.0, 2.0))
