@@ -556,7 +556,7 @@ def dvh(
     ax : matplotlib Axes, optional
     relative : bool
         Volume axis in % of each structure's volume (default) or cm3.
-    structures : StructureSet or mapping of name -> Structure, optional
+    structures : StructureSet, mapping of name -> Structure, or Case, optional
         Where ROI colours are looked up (e.g. ``case.structures``); curves
         without a known colour take matplotlib's cycle.
     colors : mapping of name -> colour, optional
@@ -581,6 +581,8 @@ def dvh(
 
     for m in metrics:
         parse_metric(m)
+    if _is_case(structures):
+        structures = structures.structures
     ax = _new_ax(ax)
     for name, d in items:
         color = None

@@ -227,6 +227,9 @@ def test_case_structures_by_name_and_default(synthetic):
     assert names == [n for n in case.structures.names]
     with pytest.raises(rtkit.RTKitError, match="no Case"):
         rplot.show_slice(case.ct, structures=["PTV"], ax=new_ax())
+    curve = rtkit.DVH([0.0, 30.0, 60.0], [10.0, 10.0, 0.0], name="PTV")
+    ax = rplot.dvh({"PTV": curve}, structures=case, ax=new_ax())  # ROI colours looked up in the case
+    assert matplotlib.colors.to_rgb(ax.get_lines()[0].get_color()) == pytest.approx(tuple(want / 255))
 
 
 # ------------------------------------------------------------------ dose
@@ -463,6 +466,17 @@ def test_case_and_plan_html_share_the_layout(synthetic):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     return rtkit.datasets.synthetic_case(tmp_path_factory.mktemp("plot-case"))
+
+
+def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
+    import sys
+
+    ct = ct_for("HFS")
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import matplotlib.pyplot now fails
+    for call in (lambda: rplot.show_slice(ct), lambda: rplot.mip(ct), lambda: rplot.dvh([]),
+                 lambda: rplot.fusion(ct, ct), lambda: rplot.checkerboard(ct, ct)):
+        with pytest.raises(rtkit.MissingDependencyError, match=r"rtkit\[plot\]"):
+            call()
 
 
 def test_plot_import_does_not_need_matplotlib():
