@@ -61,7 +61,50 @@ class RTKitWarning(UserWarning):
 
 
 def warn(message: str, logger: logging.Logger | None = None, stacklevel: int = 3) -> None:
-    """Emit an :class:`RTKitWarning` and log it at WARNING level."""
+    """Emit an :class:`RTKitWarning` and log it at WARNING level.
+
+    Use this for information (a choice made among valid objects, a value kept
+    as given); a standard violation or a repair goes through :func:`violation`.
+    """
     if logger is not None:
         logger.warning(message)
     warnings.warn(message, RTKitWarning, stacklevel=stacklevel)
+
+
+def violation(
+    message: str,
+    logger: logging.Logger | None = None,
+    error: type[RTKitError] = DicomReadError,
+    *,
+    repair: str = "",
+    strict_hint: bool = True,
+    stacklevel: int = 4,
+) -> None:
+    """Report a standard violation that lenient reading repairs.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, naming the file, ROI or plane.
+    logger : logging.Logger, optional
+        Also logged there at WARNING level (lenient mode).
+    error : type of RTKitError
+        Raised in strict mode (``rtkit.config.strict = True``).
+    repair : str
+        What lenient reading does about it; appended to the warning text.
+    strict_hint : bool
+        Append a pointer to ``rtkit.config.strict`` to the error message.
+    stacklevel : int
+        Passed to :func:`warnings.warn`.
+
+    Raises
+    ------
+    RTKitError
+        ``error``, in strict mode.
+    """
+    from . import config  # late: config has no dependencies, but keep errors importable alone
+
+    if config.strict:
+        hint = " (rtkit.config.strict is True; in the default lenient mode this is repaired with a warning)"
+        raise error(message + (hint if strict_hint else ""))
+    warn(message + (f"; {repair}" if repair else ""), logger, stacklevel=stacklevel)

@@ -40,7 +40,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
 from ._raster import centers_inside_stack, coverage
-from .errors import FrameOfReferenceError, GeometryError, warn
+from .errors import FrameOfReferenceError, GeometryError, violation, warn
 from .geometry import Grid
 
 __all__ = ["Contour", "Structure", "StructureSet"]
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 CLOSED_TYPES = frozenset({"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"})
 _PLANE_TOL = 0.01  # mm: contours closer than this along the normal share a plane
 _PARALLEL_COS = np.cos(np.deg2rad(0.5))
+#: mm: a contour coordinate beyond this (10 m from the origin) is corrupt, not anatomy.
+_MAX_COORD_MM = 1e4
 _OBLIQUE_SAMPLES = 5
 
 #: Deterministic colours for ROIs without ROIDisplayColor, by ROI number.
@@ -224,7 +226,13 @@ class Structure:
             pts = np.asarray(c.points, dtype=np.float64).reshape(-1, 3)
             where = f"ROI '{self.name}' (number {self.number})"
             if not np.all(np.isfinite(pts)):
-                warn(f"{where}: a contour holds NaN or infinite coordinates; skipped", log)
+                violation(f"{where}: a contour holds NaN or infinite coordinates", log, GeometryError,
+                          repair="contour skipped")
+                continue
+            if np.abs(pts).max(initial=0.0) > _MAX_COORD_MM:
+                violation(f"{where}: a contour has a coordinate of {np.abs(pts).max():.3g} mm, more than "
+                          f"{_MAX_COORD_MM:g} mm from the origin (corrupt ContourData)", log, GeometryError,
+                          repair="contour skipped")
                 continue
             keep = np.ones(len(pts), dtype=bool)
             keep[1:] = np.any(np.diff(pts, axis=0) != 0, axis=1)
@@ -233,19 +241,22 @@ class Structure:
                 pts = pts[:-1]
             z = float(pts[:, 2].mean()) if len(pts) else float("nan")
             if len(pts) < 3:
-                warn(f"{where}: contour at z = {z:.2f} mm has {len(pts)} distinct point(s); skipped", log)
+                violation(f"{where}: closed contour at z = {z:.2f} mm has {len(pts)} distinct point(s)", log,
+                          GeometryError, repair="skipped")
                 continue
             n = _contour_normal(pts)
             if n is None:
-                warn(f"{where}: contour at z = {z:.2f} mm has zero area (collinear points); skipped", log)
+                violation(f"{where}: contour at z = {z:.2f} mm has zero area (collinear points)", log,
+                          GeometryError, repair="skipped")
                 continue
             if normal is None:
                 normal = n if (n[2], n[1], n[0]) >= (0, 0, 0) else -n
                 if abs(normal[2]) > 1e-12:
                     normal = normal * np.sign(normal[2])
             elif abs(n @ normal) < _PARALLEL_COS:
-                warn(f"{where}: contour at z = {z:.2f} mm is not parallel to the ROI's other contours "
-                     f"(angle {np.degrees(np.arccos(min(1.0, abs(n @ normal)))):.1f} deg); skipped", log)
+                violation(f"{where}: contour at z = {z:.2f} mm is not parallel to the ROI's other contours "
+                          f"(angle {np.degrees(np.arccos(min(1.0, abs(n @ normal)))):.1f} deg)", log,
+                          GeometryError, repair="skipped")
                 continue
             items.append((pts, n))
         if normal is None:
@@ -256,8 +267,8 @@ class Structure:
             t = float(pts.mean(axis=0) @ normal)
             off = np.abs(pts @ normal - t).max()
             if off > 0.05:
-                warn(f"{self._where(t)}: contour points are up to {off:.2f} mm off their plane; "
-                     "projected onto it", log)
+                violation(f"{self._where(t)}: contour points are up to {off:.2f} mm off their plane "
+                          "(CLOSED_PLANAR contours are planar)", log, GeometryError, repair="projected onto it")
             uv = np.stack([pts @ e1, pts @ e2], axis=1)
             if groups and t - groups[-1][0] < _PLANE_TOL:
                 groups[-1][1].append(uv)
@@ -269,15 +280,27 @@ class Structure:
             for uv in polys:
                 poly = Polygon(uv)
                 if not poly.is_valid:
-                    warn(f"{self._where(t)}: self-intersecting contour repaired with shapely "
-                         "make_valid (even-odd parts kept)", log)
-                    poly = shapely.make_valid(poly)
-                    poly = shapely.union_all([g for g in shapely.get_parts(poly) if g.geom_type in ("Polygon", "MultiPolygon")])
+                    fixed = shapely.make_valid(poly)
+                    fixed = shapely.union_all([g for g in shapely.get_parts(fixed) if g.geom_type in ("Polygon", "MultiPolygon")])
+                    x, y = uv[:, 0], uv[:, 1]
+                    signed = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+                    ring = shapely.LinearRing(uv)
+                    doubled = ring.length - shapely.unary_union(ring).length  # edges traversed twice
+                    if doubled > 1e-9 * ring.length and abs(fixed.area - signed) <= 1e-9 * max(fixed.area, signed, 1.0):
+                        # a ring that touches itself along edges traversed twice (the keyhole
+                        # encoding of a hole, PS3.3 C.8.8.6.3): allowed, and nothing is lost
+                        warn(f"{self._where(t)}: self-touching (keyhole) contour; read with shapely "
+                             "make_valid, area unchanged", log)
+                    else:
+                        violation(f"{self._where(t)}: self-intersecting contour", log, GeometryError,
+                                  repair="repaired with shapely make_valid (even-odd parts kept)")
+                    poly = fixed
                 region = poly if region is None else shapely.symmetric_difference(region, poly)
             if region is not None and not region.is_empty and region.area > 0:
                 stack.planes.append(_Plane(t, region))
             else:
-                warn(f"{self._where(t)}: the contours on this plane enclose no area; plane skipped", log)
+                violation(f"{self._where(t)}: the contours on this plane enclose no area", log, GeometryError,
+                          repair="plane skipped")
         if not stack.planes:
             return None
         self._set_slabs(stack)
@@ -290,8 +313,8 @@ class Structure:
         else:
             spacing = self.slice_thickness
             if not spacing:
-                warn(f"ROI '{self.name}': a single contour plane and no contour spacing known; "
-                     "using a 1 mm slab (pass slice_thickness=)", log)
+                violation(f"ROI '{self.name}': a single contour plane and no contour spacing known", log,
+                          GeometryError, repair="using a 1 mm slab (pass slice_thickness=)")
                 spacing = 1.0
         stack.spacing = spacing
         half = spacing / 2.0
@@ -316,7 +339,8 @@ class Structure:
         pos = []
         for c in self.contours:
             pts = np.asarray(c.points, dtype=np.float64).reshape(-1, 3)
-            if not c.is_closed or len(pts) < 3 or not np.all(np.isfinite(pts)):
+            if (not c.is_closed or len(pts) < 3 or not np.all(np.isfinite(pts))
+                    or np.abs(pts).max() > _MAX_COORD_MM):
                 continue
             if normal is None:
                 normal = _contour_normal(pts)

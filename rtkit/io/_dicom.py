@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from ..errors import DicomReadError, RTKitWarning
+from ..errors import DicomReadError, RTKitWarning, violation
 
 log = logging.getLogger("rtkit.io")
 
@@ -53,7 +53,7 @@ ION_PLAN_SOP = "1.2.840.10008.5.1.4.1.1.481.8"
 DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 
 _HEADER_KEYWORDS = (
-    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsStored", "PixelRepresentation",
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
     "SliceThickness", "SpacingBetweenSlices", "Units", "DoseUnits", "ImagePositionPatient",
     "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
     "GridFrameOffsetVector", "PatientBirthDate", "PatientSex", "StudyTime", "StudyID",
@@ -75,8 +75,11 @@ RT_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "RTIMAGE", "RT
 
 
 @contextmanager
-def quiet_pydicom(what: object) -> Iterator[None]:
-    """Turn pydicom's value-validation warnings into DEBUG log lines naming ``what``."""
+def quiet_pydicom(what: object, messages: list[str] | None = None) -> Iterator[None]:
+    """Turn pydicom's value-validation warnings into DEBUG log lines naming ``what``.
+
+    When ``messages`` is given, pydicom's warning texts are appended to it.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -85,6 +88,27 @@ def quiet_pydicom(what: object) -> Iterator[None]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         else:
             log.debug("%s: pydicom: %s", what, w.message)
+            if messages is not None:
+                messages.append(str(w.message))
+
+
+#: pydicom's warnings that mean the transfer syntax does not match how the data set is encoded.
+_ENCODING_MISMATCH = ("Expected implicit VR, but found explicit VR",
+                      "Expected explicit VR, but found implicit VR")
+
+
+def _report_encoding(p: Path, ds: Dataset, messages: list[str]) -> None:
+    """A transfer syntax that pydicom had to correct is a standard violation."""
+    for m in messages:
+        if m.startswith(_ENCODING_MISMATCH):
+            ts = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID")
+            violation(
+                f"{p}: the TransferSyntaxUID ({ts or 'missing'}) does not match how the data set is "
+                f"encoded (pydicom: {m.rstrip('.')})",
+                log,
+                repair="read with the encoding found in the file",
+            )
+            return
 
 
 class NotDicomError(Exception):
@@ -125,26 +149,28 @@ def open_dataset(
         The file looks like DICOM but cannot be parsed.
     """
     p = Path(path)
+    messages: list[str] = []
     try:
         with open(p, "rb") as fp:
             head = fp.read(132)
             kind = _looks_like_dicom(head)
             if kind is False:
+                if 0 < len(head) < 132 and not head.strip(b"\x00"):
+                    raise DicomReadError(
+                        f"{p}: {len(head)} zero bytes only: a DICOM file cut inside its 128-byte "
+                        "preamble (truncated). Re-export it from the source system."
+                    )
                 raise NotDicomError(str(p))
             fp.seek(0)
             # force=True: the sniffing above already decided this is DICOM (and pydicom's
-            # own preamble check is slower than ours).
-            if kind is None:  # no preamble: maybe not DICOM at all, keep pydicom's complaints quiet
-                with quiet_pydicom(p):
-                    ds = pydicom.dcmread(
-                        fp, stop_before_pixels=headers_only, force=True, specific_tags=specific_tags
-                    )
-            else:
+            # own preamble check is slower than ours).  pydicom's complaints become DEBUG lines;
+            # the ones that mean a standard violation rtkit cares about are reported below.
+            with quiet_pydicom(p, messages):
                 ds = pydicom.dcmread(
                     fp, stop_before_pixels=headers_only, force=True, specific_tags=specific_tags
                 )
             at_end = fp.tell() >= os.fstat(fp.fileno()).st_size
-    except NotDicomError:
+    except (NotDicomError, DicomReadError):
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
             AttributeError, IndexError, OverflowError, NotImplementedError) as exc:
@@ -164,11 +190,52 @@ def open_dataset(
     if not any(_has(ds, k) for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
         if kind is None:
             raise NotDicomError(str(p))
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         raise DicomReadError(
             f"{p}: holds no DICOM object (no SOPClassUID, SOPInstanceUID or Modality after the "
-            "file meta). The file is probably truncated; re-export it."
+            f"file meta, transfer syntax {ts or 'missing'}). The file is probably truncated, or its "
+            "TransferSyntaxUID does not match how the data set is encoded; re-export it."
         )
+    if kind is None or messages:
+        _report_encoding(p, ds, messages)
     return ds
+
+
+def truncation_problems(ds: Dataset, path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Signs that a fully read file was cut short (empty list: none found).
+
+    pydicom reads a defined-length value with one ``read(length)`` and keeps
+    whatever the file still holds, and stops silently at a partial element
+    header, so a file cut inside an element parses without an error.  Two
+    checks: top-level elements whose declared length exceeds the bytes read,
+    and bytes after the last complete element (``path`` needed).
+    """
+    out = []
+    last_end = None
+    for elem in getattr(ds, "_dict", {}).values():
+        if type(elem) is not RawDataElement:
+            continue
+        if elem.length in (None, _UNDEFINED_LENGTH):
+            last_end = None
+            continue
+        got = 0 if elem.value is None else len(elem.value)
+        if got < elem.length:
+            kw = keyword_for_tag(elem.tag) or str(elem.tag)
+            out.append(f"{kw} declares {elem.length} bytes, only {got} are present")
+        if elem.value_tell is not None:
+            last_end = elem.value_tell + elem.length
+    if not out and path is not None and last_end is not None:
+        try:
+            size = Path(path).stat().st_size
+        except OSError:
+            return out
+        if 0 < size - last_end < 12:
+            out.append(f"the file ends inside a data element header ({size - last_end} stray byte(s) "
+                       "after the last complete element)")
+    return out
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def read_object(path: str | os.PathLike[str], what: str, *, headers_only: bool) -> Dataset:
@@ -406,9 +473,14 @@ def _int(ds: Dataset | dict, keyword: str) -> int | None:
 
 
 def _rescale(item: Dataset | dict) -> tuple[float, float]:
-    slope = _float(item, "RescaleSlope")
-    intercept = _float(item, "RescaleIntercept")
-    return (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
+    """(slope, intercept); absent values default to (1, 0), present but invalid ones are NaN."""
+    out = []
+    for kw, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        v = _float(item, kw)
+        if v is None:
+            v = float("nan") if _raw(item, kw) is not None else default
+        out.append(v)
+    return out[0], out[1]
 
 
 def _frame_geometries(ds: Dataset | dict) -> list[FrameGeometry]:
@@ -552,6 +624,27 @@ def make_instance(ds: Dataset, path: Path) -> Instance:
     return inst
 
 
+def _missing_transfer_syntax(ds: Dataset, path: Path) -> None:
+    """File meta without TransferSyntaxUID: infer it from how pydicom read the data set (lenient)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or meta.get("TransferSyntaxUID"):
+        return
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    elem = ds.get("PixelData")
+    raw = getattr(elem, "value", None)
+    if implicit is None or little is None or (isinstance(raw, bytes) and raw[:4] == b"\xfe\xff\x00\xe0"):
+        raise DicomReadError(
+            f"{path}: the file meta has no TransferSyntaxUID (Type 1) and the pixel data are "
+            "encapsulated (compressed): rtkit cannot tell which codec they need. Re-export the file."
+        )
+    ts = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    violation(f"{path}: the file meta has no TransferSyntaxUID (Type 1)", log,
+              repair=f"the pixel data are read as {ts.name}, the encoding of the data set")
+    meta.TransferSyntaxUID = ts  # on the in-memory copy only; the file is never written
+
+
 def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
     """Decoded stored pixel values, shape (frames, rows, columns).
 
@@ -563,20 +656,32 @@ def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
     """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomReadError(f"{path}: no pixel data. The file holds only a header.")
+    _missing_transfer_syntax(ds, path)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    said: list[str] = []
     try:
-        arr = ds.pixel_array
+        with quiet_pydicom(path, said):
+            arr = ds.pixel_array
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         name = getattr(ts, "name", None) or str(ts)
+        if ts is not None and not getattr(ts, "is_transfer_syntax", False):
+            raise DicomReadError(
+                f"{path}: TransferSyntaxUID {ts} is not a DICOM transfer syntax; the pixel data "
+                "cannot be decoded. The file is non-conformant; re-export it."
+            ) from exc
         raise DicomReadError(
             f"{path}: pixel data use the transfer syntax '{name}' ({ts}), which no installed "
             "decoder handles. Install the decoders with  pip install 'rtkit[codecs]'  "
             f"(pylibjpeg + openjpeg/libjpeg plugins). Decoder said: {exc}"
         ) from exc
-    except (ValueError, AttributeError, KeyError, TypeError, EOFError, IndexError) as exc:
+    except (ValueError, AttributeError, KeyError, TypeError, EOFError, IndexError, OverflowError,
+            MemoryError) as exc:
+        hint = f" pydicom also said: {'; '.join(said)}." if said else ""
         raise DicomReadError(
-            f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}). "
-            "The file may be truncated; re-export it."
+            f"{path}: pixel data cannot be decoded with transfer syntax "
+            f"'{getattr(ts, 'name', None) or ts}' ({type(exc).__name__}: {exc}).{hint} "
+            "The file may be truncated, or its pixel-module attributes or transfer syntax may be "
+            "wrong; re-export it."
         ) from exc
     nframes = _int(ds, "NumberOfFrames") or 1
     spp = _int(ds, "SamplesPerPixel") or 1
@@ -584,4 +689,18 @@ def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
         raise DicomReadError(
             f"{path}: SamplesPerPixel is {spp} (colour); rtkit volumes hold one value per voxel."
         )
+    if arr.ndim < 2 or arr.size != nframes * arr.shape[-2] * arr.shape[-1]:
+        raise DicomReadError(
+            f"{path}: the decoded pixel data have shape {arr.shape}, which does not match "
+            f"NumberOfFrames {nframes}; the header is inconsistent. Re-export the file."
+        )
     return arr.reshape(nframes, arr.shape[-2], arr.shape[-1])
+
+
+def expected_pixel_bytes(inst: Instance) -> int | None:
+    """Bytes of native (uncompressed) pixel data the header announces, or None if unknown."""
+    rows, cols = inst.rows, inst.columns
+    bits = _int(inst.header, "BitsAllocated") or inst.bits_stored
+    if not rows or not cols or not bits:
+        return None
+    return inst.number_of_frames * rows * cols * inst.samples_per_pixel * max(1, bits // 8)

@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ..errors import DicomReadError, FrameOfReferenceError, warn
+from ..errors import DicomReadError, FrameOfReferenceError, violation, warn
 from .rtstruct_write import _image_ref, _text, new_instance
 
 __all__ = ["SPATIAL_REGISTRATION_SOP_CLASS_UID", "build_registration", "registration_from_dataset"]
@@ -179,10 +179,10 @@ def _item_matrix(item: Dataset, where: str) -> NDArray[np.float64]:
             raise DicomReadError(f"{where}, matrix {j + 1}: not an affine matrix (last row {mat[3].tolist()})")
         kind = str(mi.get("FrameOfReferenceTransformationMatrixType") or "")
         if kind not in _MATRIX_TYPES:
-            warn(f"{where}, matrix {j + 1}: FrameOfReferenceTransformationMatrixType {kind!r} is not one of "
+            violation(f"{where}, matrix {j + 1}: FrameOfReferenceTransformationMatrixType {kind!r} is not one of "
                  f"{_MATRIX_TYPES}; the matrix is used as given", log)
         elif kind == "RIGID" and matrix_type(mat, tol=1e-4) != "RIGID":
-            warn(f"{where}, matrix {j + 1}: typed RIGID but not orthonormal (to 1e-4); used as given", log)
+            violation(f"{where}, matrix {j + 1}: typed RIGID but not orthonormal (to 1e-4); used as given", log)
         total = mat @ total  # the matrices apply in sequence order
     return total
 
@@ -240,7 +240,7 @@ def registration_from_dataset(ds: Dataset, *, source: str = "the REG object",
                                  "matrix registers (non-conformant when no images are referenced either)")
         mat = _item_matrix(item, where)
         if uid == top and not np.allclose(mat, np.eye(4), atol=1e-6):
-            warn(f"{where}: the registration's own frame {uid} has a non-identity matrix; used as given", log)
+            violation(f"{where}: the registration's own frame {uid} has a non-identity matrix; used as given", log)
         to_top[uid] = mat
     fixed = fixed_frame_of_reference_uid or top
     others = [u for u in to_top if u != fixed]

@@ -12,11 +12,24 @@ from pydicom.dataset import Dataset
 
 from .. import config
 from ..dose import Dose
-from ..errors import DicomReadError, warn
-from ._dicom import _float, _seq, _str, decode_pixels, make_instance, open_dataset, read_object
+from ..errors import DicomReadError, violation, warn
+from ._dicom import (
+    _float,
+    _seq,
+    _str,
+    decode_pixels,
+    expected_pixel_bytes,
+    make_instance,
+    open_dataset,
+    quiet_pydicom,
+    read_object,
+)
 from .series import layout_frames
 
 __all__ = ["read_dose", "dose_from_instance"]
+
+#: Uncompressed transfer syntaxes, whose pixel data length follows from the header.
+_NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", None})
 
 log = logging.getLogger("rtkit.io")
 
@@ -44,10 +57,24 @@ def _iter_frames(path: Path):
         return
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
         if started:
-            raise DicomReadError(f"{path}: pixel data cannot be decoded ({exc})") from exc
+            raise DicomReadError(
+                f"{path}: pixel data cannot be decoded ({exc}); the file is probably truncated. "
+                "Re-export it."
+            ) from exc
         # no file meta, or a layout iter_pixels does not handle: decode the whole dataset
     ds = open_dataset(path, headers_only=False)
     yield from decode_pixels(ds, path)
+
+
+def _quiet_frames(path: Path):
+    """:func:`_iter_frames` with pydicom's warnings turned into DEBUG log lines."""
+    frames = _iter_frames(path)
+    while True:
+        with quiet_pydicom(path):
+            frame = next(frames, None)
+        if frame is None:
+            return
+        yield frame
 
 
 def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
@@ -56,12 +83,18 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
     if inst.modality != "RTDOSE":
         raise DicomReadError(f"{path}: not an RT Dose (SOP Class says {inst.modality})")
     if inst.modality_tag and inst.modality_tag != "RTDOSE":
-        warn(f"{path}: Modality tag says {inst.modality_tag!r} but the SOP Class is RT Dose; read as one", log)
+        violation(f"{path}: Modality tag says {inst.modality_tag!r} but the SOP Class is RT Dose", log,
+                  repair="read as one")
     scaling = _float(ds, "DoseGridScaling")
     if scaling is None:
         raise DicomReadError(
             f"{path}: DoseGridScaling is missing or not a number (Type 1 when the dose has pixel "
             "data); without it the stored values cannot be converted to Gy."
+        )
+    if scaling <= 0:
+        raise DicomReadError(
+            f"{path}: DoseGridScaling is {scaling:g}; it must be positive (Gy per stored unit), else "
+            "every dose would be zero or negated. The file is invalid; re-export it."
         )
     units = (_str(ds, "DoseUnits") or "").upper()
     if units not in ("GY", "RELATIVE"):
@@ -70,8 +103,20 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
             raise DicomReadError(msg + " (GY or RELATIVE expected)")
         warn(msg + "; treated as RELATIVE (values are not taken as Gy)", log)
         units = "RELATIVE"
+    need = expected_pixel_bytes(inst)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if need is not None and size is not None and need > size and inst.transfer_syntax_uid in _NATIVE:
+        raise DicomReadError(
+            f"{path}: NumberOfFrames {inst.number_of_frames} x Rows {inst.rows} x Columns "
+            f"{inst.columns} needs {need} bytes of pixel data but the file has {size} bytes: the "
+            "file is truncated or NumberOfFrames is wrong. Re-export it."
+        )
     elif units == "RELATIVE":
         warn(f"{path}: DoseUnits is RELATIVE: values are relative, not Gy (Dose.is_relative)", log)
+    dose_type = (_str(ds, "DoseType") or "").upper() or None
     layout = layout_frames([inst], f"RT Dose {path}")
     slot = {k: j for j, (_, k) in enumerate(layout.sources)}  # file frame -> grid slice
     nframes = inst.number_of_frames
@@ -79,7 +124,7 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
     def load() -> NDArray[np.float32]:
         out = np.empty(layout.grid.shape, dtype=np.float32)
         count = 0
-        for k, frame in enumerate(_iter_frames(path)):
+        for k, frame in enumerate(_quiet_frames(path)):
             if k >= nframes:
                 count = k + 1
                 break
@@ -91,7 +136,15 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
                 "frame(s); the file is truncated or inconsistent"
             )
         if out.size and float(out.min()) < 0:
-            warn(f"{path}: the dose has negative values (min {float(out.min()):.4g} Gy)", log)
+            lowest = float(out.min())
+            if dose_type == "ERROR":
+                warn(f"{path}: the (DoseType ERROR) dose has negative values (min {lowest:.4g} Gy)", log)
+            else:
+                violation(
+                    f"{path}: the dose has negative values (min {lowest:.4g} Gy) although DoseType is "
+                    f"{dose_type or 'missing'!r} (only ERROR doses may be signed, PS3.3 C.8.8.3.4)",
+                    log, repair="values kept as stored; DVHs count them below 0 Gy",
+                )
         return out
 
     plans = [_str(p, "ReferencedSOPInstanceUID") for p in _seq(ds, "ReferencedRTPlanSequence")]

@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from ..errors import DicomReadError, warn
+from ..errors import DicomReadError, violation, warn
 from ..plan import (
     JAW_TYPES,
     MLC_TYPES,
@@ -39,13 +37,13 @@ from ._dicom import (
     _str,
     read_object,
     resolve_modality,
+    truncation_problems,
 )
 
 __all__ = ["read_plan", "plan_from_dataset"]
 
 log = logging.getLogger("rtkit.io")
 
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 # ------------------------------------------------------------------ low-level values
@@ -77,24 +75,6 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _truncated_elements(ds: Dataset) -> list[str]:
-    """Top-level elements whose declared length exceeds the bytes actually read.
-
-    pydicom reads a defined-length value with one ``read(length)`` and keeps
-    whatever the file still holds, so a file cut inside an element parses
-    silently; the shortfall is visible only on the raw element.
-    """
-    out = []
-    for elem in getattr(ds, "_dict", {}).values():
-        if type(elem) is not RawDataElement or elem.length in (None, _UNDEFINED_LENGTH):
-            continue
-        got = 0 if elem.value is None else len(elem.value)
-        if got < elem.length:
-            kw = keyword_for_tag(elem.tag) or str(elem.tag)
-            out.append(f"{kw} declares {elem.length} bytes, only {got} are present")
-    return out
-
-
 # ------------------------------------------------------------------ pieces
 def _dose_reference(item: Dataset) -> DoseReference:
     point = _floats(item, "DoseReferencePointCoordinates", 3)
@@ -119,12 +99,12 @@ def _fraction_group(item: Dataset, where: str) -> FractionGroup:
     for rb in _seq(item, "ReferencedBeamSequence"):
         n = _int(rb, "ReferencedBeamNumber")
         if n is None:
-            warn(f"{where}: fraction group {number} lists a beam without ReferencedBeamNumber; ignored", log)
+            violation(f"{where}: fraction group {number} lists a beam without ReferencedBeamNumber; ignored", log)
             continue
         refs.append(ReferencedBeam(n, _float(rb, "BeamMeterset"), _float(rb, "BeamDose")))
     declared = _int(item, "NumberOfBeams")
     if declared is not None and declared != len(refs):
-        warn(f"{where}: fraction group {number} declares NumberOfBeams {declared} but lists "
+        violation(f"{where}: fraction group {number} declares NumberOfBeams {declared} but lists "
              f"{len(refs)} beams; the listed beams are used", log)
     return FractionGroup(
         number=number,
@@ -160,7 +140,7 @@ def _control_points(
             expected = 2 if kind in JAW_TYPES else 2 * pairs[kind] if kind in pairs else None
             if expected is not None and pos.size != expected:
                 if kind not in bad_devices:
-                    warn(f"{where}: control point {i} gives {pos.size} {kind} positions, "
+                    violation(f"{where}: control point {i} gives {pos.size} {kind} positions, "
                          f"expected {expected} (NumberOfLeafJawPairs); those positions are ignored", log)
                     bad_devices.add(kind)
                 continue
@@ -210,7 +190,7 @@ def _spots(cp: Dataset, point: ControlPoint, where: str) -> None:
         return
     n = _int(cp, "NumberOfScanSpotPositions")
     if pos is None or weights is None or pos.size != 2 * weights.size or (n is not None and n != weights.size):
-        warn(
+        violation(
             f"{where}: NumberOfScanSpotPositions {n}, ScanSpotPositionMap "
             f"{None if pos is None else pos.size} values and ScanSpotMetersetWeights "
             f"{None if weights is None else weights.size} values disagree; spots ignored", log)
@@ -231,7 +211,7 @@ def _beam(
     beam_name = _str(item, "BeamName")
     if number is None:
         number = position + 1
-        warn(f"{name}: beam '{beam_name}' has no BeamNumber; numbered {number} by its position", log)
+        violation(f"{name}: beam '{beam_name}' has no BeamNumber; numbered {number} by its position", log)
     where = f"{name}: beam {number} ('{beam_name or ''}')"
     device_seq = "IonBeamLimitingDeviceSequence" if ion else "BeamLimitingDeviceSequence"
     pairs: dict[str, int] = {}
@@ -248,17 +228,17 @@ def _beam(
     cps = _control_points(cp_items, pairs, ion, where)
     declared = _int(item, "NumberOfControlPoints")
     if declared is not None and declared != len(cps):
-        warn(f"{where}: NumberOfControlPoints is {declared} but the sequence holds {len(cps)} "
+        violation(f"{where}: NumberOfControlPoints is {declared} but the sequence holds {len(cps)} "
              "control points; the sequence may be cut short (the control points present are used)", log)
     if not cps:
-        warn(f"{where}: no control points; angles and energy unknown", log)
+        violation(f"{where}: no control points; angles and energy unknown", log)
     weights = np.array([np.nan if c.cumulative_weight is None else c.cumulative_weight for c in cps])
     finite = weights[np.isfinite(weights)]
     if finite.size > 1 and np.any(np.diff(finite) < -1e-9 * max(1.0, float(np.abs(finite).max()))):
-        warn(f"{where}: CumulativeMetersetWeight decreases between control points", log)
+        violation(f"{where}: CumulativeMetersetWeight decreases between control points", log)
     final = _float(item, "FinalCumulativeMetersetWeight")
     if final and weights.size and np.isfinite(weights[-1]) and not np.isclose(weights[-1], final, rtol=1e-3):
-        warn(f"{where}: the last control point's CumulativeMetersetWeight {weights[-1]:g} differs from "
+        violation(f"{where}: the last control point's CumulativeMetersetWeight {weights[-1]:g} differs from "
              f"FinalCumulativeMetersetWeight {final:g}", log)
 
     btype_text = (_str(item, "BeamType") or "").upper()
@@ -271,7 +251,7 @@ def _beam(
             for c in cps[1:]
         )
         btype = BeamType.DYNAMIC if moving else BeamType.STATIC
-        warn(f"{where}: BeamType {btype_text or '(empty)'!r} is not STATIC or DYNAMIC; "
+        violation(f"{where}: BeamType {btype_text or '(empty)'!r} is not STATIC or DYNAMIC; "
              f"read as {btype.value} from its control points", log)
 
     ref, fg_number = refs.get(number, (None, None))
@@ -323,7 +303,7 @@ def _beam(
         ]
         declared_rs = _int(item, "NumberOfRangeShifters")
         if declared_rs is not None and declared_rs != len(beam.range_shifters):
-            warn(f"{where}: NumberOfRangeShifters is {declared_rs} but RangeShifterSequence holds "
+            violation(f"{where}: NumberOfRangeShifters is {declared_rs} but RangeShifterSequence holds "
                  f"{len(beam.range_shifters)}", log)
     return beam
 
@@ -367,9 +347,9 @@ def plan_from_dataset(
         )
     sop = _str(ds, "SOPClassUID")
     if tag and tag != "RTPLAN":
-        warn(f"{name}: Modality tag says {tag!r} but the SOP Class is "
+        violation(f"{name}: Modality tag says {tag!r} but the SOP Class is "
              f"{'RT Ion Plan' if sop == ION_PLAN_SOP else 'RT Plan'}; read as one", log)
-    cut = _truncated_elements(ds)
+    cut = truncation_problems(ds, path)
     if cut:
         msg = (f"{name}: the file is truncated ({'; '.join(cut)}): the plan is incomplete "
                "(beams, control points or references after the cut are missing).")
@@ -409,10 +389,10 @@ def plan_from_dataset(
     numbers = [b.number for b in beams]
     dup = sorted({n for n in numbers if numbers.count(n) > 1})
     if dup:
-        warn(f"{name}: several beams share BeamNumber {dup}; Plan.beam(n) returns the first", log)
+        violation(f"{name}: several beams share BeamNumber {dup}; Plan.beam(n) returns the first", log)
     missing = sorted(set(refs) - set(numbers))
     if missing and beams:
-        warn(f"{name}: the fraction groups reference beam number(s) {missing}, which the plan does "
+        violation(f"{name}: the fraction groups reference beam number(s) {missing}, which the plan does "
              "not hold", log)
 
     dose_refs = [_dose_reference(d) for d in _seq(ds, "DoseReferenceSequence")]

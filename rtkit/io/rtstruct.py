@@ -9,13 +9,24 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..errors import DicomReadError, warn
-from ..structures import Contour, Structure, StructureSet, default_color
-from ._dicom import _SLOW, _int, _raw, _seq, _str, read_object, resolve_modality
+from ..errors import DicomReadError, violation, warn
+from ..structures import CLOSED_TYPES, Contour, Structure, StructureSet, default_color
+from ._dicom import (
+    _SLOW,
+    _int,
+    _raw,
+    _seq,
+    _str,
+    read_object,
+    resolve_modality,
+    truncation_problems,
+)
 
 __all__ = ["read_structures"]
 
 log = logging.getLogger("rtkit.io")
+
+_GEOMETRIC_TYPES = frozenset({"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR"}) | frozenset(CLOSED_TYPES)
 
 
 def _contour_points(item: Dataset, where: str) -> np.ndarray | None:
@@ -27,12 +38,16 @@ def _contour_points(item: Dataset, where: str) -> np.ndarray | None:
         elif v is _SLOW:
             arr = np.asarray([float(x) for x in item.get("ContourData") or []], dtype=np.float64)
         else:
-            return None
+            arr = np.empty(0)
     except (TypeError, ValueError) as exc:
-        warn(f"{where}: ContourData cannot be read as numbers ({exc}); contour skipped", log)
+        violation(f"{where}: ContourData cannot be read as numbers ({exc})", log, repair="contour skipped")
+        return None
+    if arr.size == 0:
+        violation(f"{where}: a contour without ContourData (Type 1)", log, repair="contour skipped")
         return None
     if arr.size % 3:
-        warn(f"{where}: ContourData holds {arr.size} values, not a multiple of 3; contour skipped", log)
+        violation(f"{where}: ContourData holds {arr.size} values, not a multiple of 3", log,
+                  repair="contour skipped")
         return None
     return arr.reshape(-1, 3)
 
@@ -55,7 +70,17 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
     if modality != "RTSTRUCT":
         raise DicomReadError(f"{name}: not an RT Structure Set (SOP Class says {modality})")
     if tag and tag != "RTSTRUCT":
-        warn(f"{name}: Modality tag says {tag!r} but the SOP Class is RT Structure Set; read as one", log)
+        violation(f"{name}: Modality tag says {tag!r} but the SOP Class is RT Structure Set", log,
+                  repair="read as one")
+    cut = truncation_problems(ds, path)
+    if cut:
+        raise DicomReadError(
+            f"{name}: the file is truncated ({'; '.join(cut)}): ROIs or contours after the cut are "
+            "missing. Re-export the structure set."
+        )
+    if not _seq(ds, "StructureSetROISequence"):
+        violation(f"{name}: no StructureSetROISequence (Type 1): the structure set lists no ROI", log,
+                  repair="read as an empty structure set")
     frames = [_str(f, "FrameOfReferenceUID") for f in _seq(ds, "ReferencedFrameOfReferenceSequence")]
     frames = [f for f in frames if f]
     series = [
@@ -68,7 +93,8 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
     for item in _seq(ds, "StructureSetROISequence"):
         number = _int(item, "ROINumber")
         if number is None:
-            warn(f"{name}: an ROI without ROINumber ('{_str(item, 'ROIName')}') ignored", log)
+            violation(f"{name}: an ROI without a valid ROINumber ('{_str(item, 'ROIName')}')", log,
+                      repair="ROI ignored")
             continue
         rois[number] = {
             "name": _str(item, "ROIName") or f"ROI {number}",
@@ -84,8 +110,9 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
     for rc in _seq(ds, "ROIContourSequence"):
         number = _int(rc, "ReferencedROINumber")
         if number not in rois:
-            warn(f"{name}: contours for ROI number {number}, which StructureSetROISequence does not "
-                 "list; ignored", log)
+            what = ("an ROIContourSequence item without a valid ReferencedROINumber" if number is None
+                    else f"contours for ROI number {number}, which StructureSetROISequence does not list")
+            violation(f"{name}: {what}", log, repair="ignored")
             continue
         roi = rois[number]
         roi["color"] = _color(rc, number)
@@ -96,7 +123,12 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
                 continue
             images = _seq(c, "ContourImageSequence")
             ref = _str(images[0], "ReferencedSOPInstanceUID") if images else None
-            kind = (_str(c, "ContourGeometricType") or "CLOSED_PLANAR").upper()
+            kind = (_str(c, "ContourGeometricType") or "").upper()
+            if kind not in _GEOMETRIC_TYPES:
+                violation(f"{where}: ContourGeometricType is {kind or 'missing'!r} (Type 1: POINT, "
+                          "OPEN_PLANAR, OPEN_NONPLANAR or CLOSED_PLANAR)", log,
+                          repair="read as CLOSED_PLANAR" if len(pts) >= 3 else "kept, not rasterised")
+                kind = "CLOSED_PLANAR" if len(pts) >= 3 else "POINT" if len(pts) == 1 else "OPEN_PLANAR"
             roi["contours"].append(Contour(pts, kind, ref))
     default_frame = frames[0] if len(frames) == 1 else None
     structures = [

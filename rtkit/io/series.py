@@ -20,15 +20,24 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from .. import config
-from ..errors import AmbiguousCaseError, DicomReadError, GeometryError, warn
+from ..errors import (
+    AmbiguousCaseError,
+    DicomReadError,
+    FrameOfReferenceError,
+    GeometryError,
+    violation,
+    warn,
+)
 from ..geometry import Grid
 from ..image import Image
 from ._dicom import (
     _SLOW,
+    _SOP_MODALITY,
     IMAGE_MODALITIES,
     FrameGeometry,
     Instance,
     NotDicomError,
+    _floats,
     _get,
     _raw,
     _seq,
@@ -72,6 +81,43 @@ def _describe(inst: Instance, frame: int) -> str:
     return f"{inst.path}" + (f" frame {frame + 1}" if inst.number_of_frames > 1 else "")
 
 
+def _orientation(iop: NDArray[np.float64], where: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Unit row and column cosines from ImageOrientationPatient (repairing small deviations).
+
+    Raises
+    ------
+    GeometryError
+        A zero or parallel pair of direction cosines: no plane is defined.
+    """
+    r, c = iop[:3], iop[3:]
+    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    if nr < 1e-6 or nc < 1e-6 or np.linalg.norm(np.cross(r / nr, c / nc)) < 0.5:
+        raise GeometryError(
+            f"{where}: ImageOrientationPatient {iop.tolist()} does not define an image plane (a zero "
+            "or parallel pair of direction cosines); the header is invalid. Re-export the series."
+        )
+    r, c = r / nr, c / nc
+    dot = float(r @ c)
+    if abs(nr - 1) > 1e-3 or abs(nc - 1) > 1e-3 or abs(dot) > 1e-3:
+        violation(
+            f"{where}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors "
+            f"(lengths {nr:.4f}, {nc:.4f}; dot product {dot:.4f})",
+            log, GeometryError, repair="re-orthonormalised (row cosine kept)",
+        )
+        c = c - dot * r
+        c = c / np.linalg.norm(c)
+    return r, c
+
+
+def _check_modality_tag(inst: Instance) -> None:
+    """The Modality tag must agree with the SOP class (the SOP class wins)."""
+    from_sop = _SOP_MODALITY.get(inst.sop_class_uid or "")
+    tag = (inst.modality_tag or "").upper()
+    if from_sop and tag and tag != from_sop:
+        violation(f"{inst.path}: Modality tag says {inst.modality_tag!r} but the SOP Class is {from_sop}",
+                  log, repair=f"read as {from_sop}")
+
+
 def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
     """Order the frames of ``instances`` and build their :class:`Grid`.
 
@@ -103,6 +149,9 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
             frames.append((inst, k, fg))
     if not frames:
         raise GeometryError(f"{what}: no image frames")
+    tags = {(i.sop_class_uid, (i.modality_tag or "").upper()): i for i in instances if i.modality in IMAGE_MODALITIES}
+    for inst in tags.values():
+        _check_modality_tag(inst)
 
     # --- every frame must carry geometry
     for inst, k, fg in frames:
@@ -111,9 +160,31 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
                                   ("PixelSpacing", fg.pixel_spacing)) if v is None]
         if missing or inst.rows is None or inst.columns is None:
             missing += [n for n, v in (("Rows", inst.rows), ("Columns", inst.columns)) if v is None]
+            if missing == ["ImagePositionPatient"] and inst.number_of_frames > 1 and _floats(
+                inst.header, "ImagePositionPatient", 3
+            ) is not None:
+                # a multi-frame file whose per-frame positions cannot be derived
+                n_off = len(_values(inst.header, "GridFrameOffsetVector"))
+                raise GeometryError(
+                    f"{inst.path}: NumberOfFrames is {inst.number_of_frames} but "
+                    + (f"GridFrameOffsetVector holds {n_off} value(s)" if n_off else
+                       "there is no GridFrameOffsetVector or per-frame plane position")
+                    + "; the frames cannot be placed. The header is inconsistent (or the file "
+                    "truncated); re-export it."
+                )
             raise GeometryError(
                 f"{_describe(inst, k)}: missing or invalid {', '.join(missing)}; "
                 "without it the slice cannot be placed in patient coordinates."
+            )
+        if min(fg.pixel_spacing) <= 0:
+            raise GeometryError(
+                f"{_describe(inst, k)}: PixelSpacing {list(fg.pixel_spacing)} must be positive (mm); "
+                "the header is invalid. Re-export the series."
+            )
+        if not np.all(np.isfinite([fg.slope, fg.intercept])):
+            raise DicomReadError(
+                f"{_describe(inst, k)}: RescaleSlope/RescaleIntercept is present but not a number; "
+                "the stored values cannot be converted (HU for CT). Re-export the series."
             )
 
     # --- consistency across frames (vectorised: a multi-frame file repeats one value per frame)
@@ -134,8 +205,8 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
     check_same("pixel spacings", np.array([fg.pixel_spacing for _, _, fg in frames], float), 1e-4, 1e-6)
 
     first = frames[0]
-    iop = np.asarray(first[2].orientation, dtype=np.float64)
-    row_cos, col_cos = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    row_cos, col_cos = _orientation(np.asarray(first[2].orientation, dtype=np.float64),
+                                    _describe(first[0], first[1]))
     normal = np.cross(row_cos, col_cos)
     pos = np.array([fg.position for _, _, fg in frames], dtype=np.float64)
     d = pos @ normal
@@ -146,6 +217,10 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
     rows, cols = first[0].rows, first[0].columns
     spacing = first[2].pixel_spacing
     frame_uid = next((i.frame_of_reference_uid for i, _, _ in frames if i.frame_of_reference_uid), None)
+    if frame_uid is None:
+        violation(f"{what}: FrameOfReferenceUID is missing or empty (Type 1)", log, FrameOfReferenceError,
+                  repair="the grid has no frame of reference, so frame checks against other objects "
+                  "are skipped; make sure they belong together")
 
     dup = np.flatnonzero(np.diff(d) < _POS_TOL)
     if dup.size:
@@ -162,7 +237,8 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
         inst = frames[0][0]
         thick = inst.spacing_between_slices or inst.slice_thickness
         if not thick or thick <= 0:
-            warn(f"{what}: one slice and no SliceThickness/SpacingBetweenSlices; assuming 1 mm", log)
+            violation(f"{what}: one slice and no SliceThickness/SpacingBetweenSlices", log, GeometryError,
+                      repair="assuming 1 mm")
             thick = 1.0
         step = normal * thick
     else:
