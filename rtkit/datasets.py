@@ -13,6 +13,7 @@ expected answers independently of the DICOM writer.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+from ._atomic import atomic_path
+from .errors import OutputExistsError
 
 __all__ = ["synthetic_case", "PHANTOM"]
 
@@ -121,11 +125,24 @@ def _ref(obj: Dataset) -> Dataset:
     return item
 
 
-def _write(ds: Dataset, path: Path) -> None:
-    ds.save_as(path, enforce_file_format=True)
+def _write(ds: Dataset, path: Path, overwrite: bool = False) -> None:
+    """Write ``ds`` atomically; an identical existing file is left alone, a different one is
+    replaced only with ``overwrite``."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    if path.is_file() and not overwrite:
+        if path.read_bytes() == data:
+            return
+        raise OutputExistsError(
+            f"{path} already exists and is not the synthetic case's file; pass overwrite=True to "
+            "replace it, or write the case into an empty folder"
+        )
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
 
 
-def _write_ct(folder: Path, p: dict) -> list[Dataset]:
+def _write_ct(folder: Path, p: dict, overwrite: bool = False) -> list[Dataset]:
     hu, _, _ = _ct_slices(p)
     out = []
     for k in range(p["shape"][0]):
@@ -158,7 +175,7 @@ def _write_ct(folder: Path, p: dict) -> list[Dataset]:
         ds.RescaleType = "HU"
         ds.KVP = 120
         ds.PixelData = (hu[k] + 1024).astype(np.uint16).tobytes()
-        _write(ds, folder / f"CT{k + 1:03d}.dcm")
+        _write(ds, folder / f"CT{k + 1:03d}.dcm", overwrite)
         out.append(ds)
     return out
 
@@ -187,7 +204,7 @@ def _structures(p: dict) -> list[tuple[str, tuple[int, int, int], str, list[tupl
     return rois
 
 
-def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset]) -> Dataset:
+def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset], overwrite: bool = False) -> Dataset:
     ds = Dataset()
     _base(ds, "1.2.840.10008.5.1.4.1.1.481.3", _uid("rtstruct"), "RTSTRUCT", "rtstruct-series", 2)
     ds.SeriesDescription = "Structures"
@@ -244,11 +261,11 @@ def _write_rtstruct(folder: Path, p: dict, cts: list[Dataset]) -> Dataset:
     ds.StructureSetROISequence = rois
     ds.ROIContourSequence = contours
     ds.RTROIObservationsSequence = observations
-    _write(ds, folder / "RS.dcm")
+    _write(ds, folder / "RS.dcm", overwrite)
     return ds
 
 
-def _write_rtplan(folder: Path, p: dict, rs: Dataset, frame_uid: str) -> Dataset:
+def _write_rtplan(folder: Path, p: dict, rs: Dataset, frame_uid: str, overwrite: bool = False) -> Dataset:
     ds = Dataset()
     _base(ds, "1.2.840.10008.5.1.4.1.1.481.5", _uid("rtplan"), "RTPLAN", "rtplan-series", 3)
     ds.SeriesDescription = "Plan"
@@ -331,11 +348,11 @@ def _write_rtplan(folder: Path, p: dict, rs: Dataset, frame_uid: str) -> Dataset
     ds.FractionGroupSequence = Sequence([fg])
     ds.BeamSequence = beams
     ds.ApprovalStatus = "UNAPPROVED"
-    _write(ds, folder / "RP.dcm")
+    _write(ds, folder / "RP.dcm", overwrite)
     return ds
 
 
-def _write_rtdose(folder: Path, p: dict, plan: Dataset, frame_uid: str) -> Dataset:
+def _write_rtdose(folder: Path, p: dict, plan: Dataset, frame_uid: str, overwrite: bool = False) -> Dataset:
     ds = Dataset()
     _base(ds, "1.2.840.10008.5.1.4.1.1.481.2", _uid("rtdose"), "RTDOSE", "rtdose-series", 4)
     ds.SeriesDescription = "Dose"
@@ -371,18 +388,22 @@ def _write_rtdose(folder: Path, p: dict, plan: Dataset, frame_uid: str) -> Datas
     ds.DoseGridScaling = f"{scaling:.10g}"
     ds.ReferencedRTPlanSequence = Sequence([_ref(plan)])
     ds.PixelData = np.round(dose / float(ds.DoseGridScaling)).astype(np.uint32).tobytes()
-    _write(ds, folder / "RD.dcm")
+    _write(ds, folder / "RD.dcm", overwrite)
     return ds
 
 
-def synthetic_case(path: str | os.PathLike[str] | None = None) -> Path:
+def synthetic_case(path: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> Path:
     """Write the built-in synthetic planning case and return its folder.
 
     Parameters
     ----------
     path : path-like, optional
-        Folder to write into (created if needed; existing files of the case
-        are rewritten identically).  Default: a new temporary folder.
+        Folder to write into (created if needed).  Default: a new temporary folder.
+    overwrite : bool
+        Replace files of the same names that differ from the case's.  Without
+        it such a file raises :class:`~rtkit.errors.OutputExistsError` (files
+        identical to the case's are left as they are, so writing the case
+        twice into one folder is fine).  Each file is written atomically.
 
     Returns
     -------
@@ -401,8 +422,8 @@ def synthetic_case(path: str | os.PathLike[str] | None = None) -> Path:
     folder = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="rtkit-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     p = PHANTOM
-    cts = _write_ct(folder, p)
-    rs = _write_rtstruct(folder, p, cts)
-    plan = _write_rtplan(folder, p, rs, cts[0].FrameOfReferenceUID)
-    _write_rtdose(folder, p, plan, cts[0].FrameOfReferenceUID)
+    cts = _write_ct(folder, p, overwrite)
+    rs = _write_rtstruct(folder, p, cts, overwrite)
+    plan = _write_rtplan(folder, p, rs, cts[0].FrameOfReferenceUID, overwrite)
+    _write_rtdose(folder, p, plan, cts[0].FrameOfReferenceUID, overwrite)
     return folder

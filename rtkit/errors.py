@@ -20,6 +20,7 @@ __all__ = [
     "MetricError",
     "RegistrationError",
     "MissingDependencyError",
+    "OutputExistsError",
     "RTKitWarning",
 ]
 
@@ -54,6 +55,10 @@ class RegistrationError(RTKitError, RuntimeError):
 
 class MissingDependencyError(RTKitError, ImportError):
     """An optional dependency needed for this operation is not installed."""
+
+
+class OutputExistsError(RTKitError, FileExistsError):
+    """A writer's output file exists and ``overwrite=True`` was not given; nothing was written."""
 
 
 class RTKitWarning(UserWarning):

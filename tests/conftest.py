@@ -70,6 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_modes: run the test with rtkit.config.strict False and True"
     )
+    config.addinivalue_line("markers", "no_input_guard: do not wrap readers with the input-hash guard")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -100,9 +101,11 @@ def _digest(path: object) -> str | None:
         return None
 
 
-@pytest.fixture(autouse=True)
-def _inputs_never_modified(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail the test if any rtkit read changes the bytes of the file it reads."""
+def guard_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Wrap rtkit's file readers so that each call hashes its file before and after.
+
+    Returns the list that collects the paths whose bytes a read changed.
+    """
     import pydicom.pixels
 
     from rtkit.io import _dicom
@@ -132,5 +135,18 @@ def _inputs_never_modified(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                 modified.append(str(src))
 
     monkeypatch.setattr(pydicom.pixels, "iter_pixels", guarded_iter)
+    return modified
+
+
+@pytest.fixture(autouse=True)
+def _inputs_never_modified(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if any rtkit read changes the bytes of the file it reads.
+
+    ``@pytest.mark.no_input_guard`` turns it off (only for the test of the guard itself).
+    """
+    if request.node.get_closest_marker("no_input_guard"):
+        yield
+        return
+    modified = guard_reads(monkeypatch)
     yield
     assert not modified, f"rtkit modified the input file(s) it read: {sorted(set(modified))}"

@@ -10,7 +10,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
-from .. import config
 from ..dose import Dose
 from ..errors import DicomReadError, violation, warn
 from ._dicom import (
@@ -98,10 +97,8 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
         )
     units = (_str(ds, "DoseUnits") or "").upper()
     if units not in ("GY", "RELATIVE"):
-        msg = f"{path}: DoseUnits is {units or 'missing'!r}"
-        if config.strict:
-            raise DicomReadError(msg + " (GY or RELATIVE expected)")
-        warn(msg + "; treated as RELATIVE (values are not taken as Gy)", log)
+        violation(f"{path}: DoseUnits is {units or 'missing'!r} (GY or RELATIVE expected)", log,
+                  repair="treated as RELATIVE (values are not taken as Gy)")
         units = "RELATIVE"
     need = expected_pixel_bytes(inst)
     try:

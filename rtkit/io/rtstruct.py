@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..errors import DicomReadError, violation, warn
+from ..errors import DicomReadError, FrameOfReferenceError, violation, warn
 from ..structures import CLOSED_TYPES, Contour, Structure, StructureSet, default_color
 from ._dicom import (
     _SLOW,
@@ -83,6 +83,9 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
                   repair="read as an empty structure set")
     frames = [_str(f, "FrameOfReferenceUID") for f in _seq(ds, "ReferencedFrameOfReferenceSequence")]
     frames = [f for f in frames if f]
+    if not frames:
+        violation(f"{name}: ReferencedFrameOfReferenceSequence gives no FrameOfReferenceUID (Type 1)", log,
+                  FrameOfReferenceError, repair="masks are made on any grid without a frame-of-reference check")
     series = [
         _str(se, "SeriesInstanceUID")
         for f in _seq(ds, "ReferencedFrameOfReferenceSequence")

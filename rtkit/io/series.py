@@ -26,7 +26,6 @@ from ..errors import (
     FrameOfReferenceError,
     GeometryError,
     violation,
-    warn,
 )
 from ..geometry import Grid
 from ..image import Image
@@ -138,10 +137,8 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
     seen_sop: set[str] = set()
     for inst in instances:
         if inst.sop_instance_uid and inst.sop_instance_uid in seen_sop:
-            msg = f"{what}: {inst.path} repeats SOP instance {inst.sop_instance_uid}; ignoring the copy"
-            if config.strict:
-                raise GeometryError(msg)
-            warn(msg, log)
+            violation(f"{what}: {inst.path} repeats SOP instance {inst.sop_instance_uid}", log, GeometryError,
+                      repair="ignoring the copy")
             continue
         if inst.sop_instance_uid:
             seen_sop.add(inst.sop_instance_uid)
@@ -272,10 +269,9 @@ def layout_frames(instances: Sequence[Instance], what: str) -> SliceLayout:
                 f"the largest deviation from a uniform {np.linalg.norm(step):.4f} mm pitch is "
                 f"{abs(along[k]):.3f} mm at {_describe(frames[k][0], frames[k][1])}"
             )
-            if config.strict:
-                raise GeometryError(msg)
-            warn(msg + ". Resampled linearly along the normal onto the uniform grid from the "
-                 "first to the last slice (same number of slices).", log)
+            violation(msg, log, GeometryError,
+                      repair="resampled linearly along the normal onto the uniform grid from the "
+                      "first to the last slice (same number of slices)")
             target = d[0] + np.arange(n) * (d[-1] - d[0]) / (n - 1)
             i = np.clip(np.searchsorted(d, target, side="right") - 1, 0, n - 2)
             w = np.clip((target - d[i]) / (d[i + 1] - d[i]), 0.0, 1.0)
