@@ -40,6 +40,7 @@ from scipy import ndimage, optimize
 from .errors import FrameOfReferenceError, GeometryError, RegistrationError
 from .geometry import Grid
 from .image import Image
+from .io._dicom import guard_decoding
 
 __all__ = ["METHODS", "METRICS", "Registration", "register", "read_registration"]
 
@@ -233,6 +234,7 @@ class Registration:
                 f"{np.round(self.translation_mm, 2).tolist()} mm{metric})")
 
 
+@guard_decoding
 def read_registration(path: str | os.PathLike[str], *, fixed_frame_of_reference_uid: str | None = None,
                       moving_frame_of_reference_uid: str | None = None) -> Registration:
     """Read a DICOM Spatial Registration object (see :func:`rtkit.io.reg.registration_from_dataset`)."""

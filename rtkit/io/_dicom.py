@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydicom
@@ -24,7 +24,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from ..errors import DicomReadError, RTKitWarning, violation
+from ..errors import DicomReadError, RTKitError, RTKitWarning, violation
 
 log = logging.getLogger("rtkit.io")
 
@@ -115,6 +115,65 @@ class NotDicomError(Exception):
     """Internal: the file does not look like DICOM at all."""
 
 
+def from_pydicom(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside pydicom (value conversion of a corrupt element, ...)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    name = last.tb_frame.f_globals.get("__name__", "")
+    return name == "pydicom" or name.startswith("pydicom.") or type(exc).__module__.startswith("pydicom")
+
+
+@contextmanager
+def corrupt_data(what: object) -> Iterator[None]:
+    """Turn an exception pydicom raises while converting a corrupt element into a DicomReadError.
+
+    pydicom converts raw element values lazily, so a damaged element (an
+    unknown VR, a length that is not a multiple of the value size, ...) can
+    fail wherever rtkit first touches it; readers wrap their work in this.
+    Exceptions not raised inside pydicom propagate unchanged.
+    """
+    try:
+        yield
+    except (NotDicomError, DicomReadError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, RTKitError) or not from_pydicom(exc):
+            raise
+        raise DicomReadError(
+            f"{what}: a data element cannot be decoded ({type(exc).__name__}: {exc}). The file is "
+            "corrupt or non-conformant; re-export it from the source system."
+        ) from exc
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guard_decoding(func: _F) -> _F:
+    """Decorator: run a reader under :func:`corrupt_data`, naming its first argument.
+
+    Used on the public readers and on lazy pixel loaders, so that an element
+    pydicom cannot decode surfaces as a :class:`~rtkit.DicomReadError` that
+    names the file (or folder) the caller passed.
+    """
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        what = args[0] if args else next(iter(kwargs.values()), "the input")
+        if isinstance(what, Dataset):
+            what = getattr(what, "filename", None) or "the data set"
+        elif isinstance(what, (list, tuple)):
+            what = f"{what[0]} (and {len(what) - 1} more)" if len(what) > 1 else (what[0] if what else "the input")
+        with corrupt_data(what):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _looks_like_dicom(head: bytes) -> bool | None:
     """True: DICM preamble; None: no preamble but a plausible first tag; False: not DICOM."""
     if len(head) >= 132 and head[128:132] == b"DICM":
@@ -172,8 +231,11 @@ def open_dataset(
             at_end = fp.tell() >= os.fstat(fp.fileno()).st_size
     except (NotDicomError, DicomReadError):
         raise
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-            AttributeError, IndexError, OverflowError, NotImplementedError) as exc:
+    except Exception as exc:
+        if not (isinstance(exc, (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
+                                 AttributeError, IndexError, OverflowError, NotImplementedError))
+                or from_pydicom(exc)):
+            raise
         raise DicomReadError(
             f"{p}: cannot be read as DICOM ({type(exc).__name__}: {exc}). "
             "The file may be truncated or corrupt; re-export it from the source system."
@@ -468,7 +530,7 @@ def _int(ds: Dataset | dict, keyword: str) -> int | None:
     except (TypeError, ValueError):
         try:
             return int(float(v))  # IS written as "3.0" by some writers
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # "inf", "nan": not an integer
             return None
 
 

@@ -34,7 +34,7 @@ from ..image import Image
 from ..plan import Plan
 from ..registration import Registration
 from ..structures import StructureSet
-from ._dicom import Instance, open_dataset
+from ._dicom import Instance, guard_decoding, open_dataset
 from .reg import registration_from_dataset
 from .rtdose import dose_from_instance
 from .rtplan import plan_from_dataset
@@ -420,6 +420,7 @@ def build_cases(index: Index) -> list[Case]:
     return cases
 
 
+@guard_decoding
 def load(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, progress: bool = False) -> Case:
     """The one case found under ``path``.
 

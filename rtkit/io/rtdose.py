@@ -18,6 +18,7 @@ from ._dicom import (
     _str,
     decode_pixels,
     expected_pixel_bytes,
+    guard_decoding,
     make_instance,
     open_dataset,
     quiet_pydicom,
@@ -118,6 +119,7 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
     slot = {k: j for j, (_, k) in enumerate(layout.sources)}  # file frame -> grid slice
     nframes = inst.number_of_frames
 
+    @guard_decoding
     def load() -> NDArray[np.float32]:
         out = np.empty(layout.grid.shape, dtype=np.float32)
         count = 0
@@ -161,6 +163,7 @@ def dose_from_instance(ds: Dataset, path: Path, *, lazy: bool = True) -> Dose:
     return dose
 
 
+@guard_decoding
 def read_dose(path: str | os.PathLike[str]) -> Dose:
     """Read an RT Dose file.
 

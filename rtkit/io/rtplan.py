@@ -35,6 +35,7 @@ from ._dicom import (
     _raw,
     _seq,
     _str,
+    guard_decoding,
     read_object,
     resolve_modality,
     truncation_problems,
@@ -422,6 +423,7 @@ def plan_from_dataset(
     )
 
 
+@guard_decoding
 def read_plan(path: str | os.PathLike[str] | Dataset, *, allow_truncated: bool = False) -> Plan:
     """Read an RT Plan or RT Ion Plan.
 

@@ -17,6 +17,7 @@ from ._dicom import (
     _raw,
     _seq,
     _str,
+    guard_decoding,
     read_object,
     resolve_modality,
     truncation_problems,
@@ -153,6 +154,7 @@ def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureS
     )
 
 
+@guard_decoding
 def read_structures(path: str | os.PathLike[str] | Dataset) -> StructureSet:
     """Read an RT Structure Set.
 

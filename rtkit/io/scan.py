@@ -17,6 +17,7 @@ from ._dicom import (
     IMAGE_MODALITIES,
     Instance,
     NotDicomError,
+    guard_decoding,
     make_instance,
     open_dataset,
     sop_class_uid,
@@ -256,6 +257,7 @@ def _progress(iterable: Iterable[Path], total: int, enabled: bool) -> Iterable[P
     return tqdm(iterable, total=total, unit="file", desc="scanning", leave=False)
 
 
+@guard_decoding
 def scan(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, progress: bool = False
 ) -> Index:

@@ -42,6 +42,7 @@ from ._dicom import (
     _seq,
     _str,
     decode_pixels,
+    guard_decoding,
     make_instance,
     open_dataset,
 )
@@ -300,6 +301,7 @@ def _output_dtype(layout: SliceLayout, raw: np.dtype) -> np.dtype:
     return np.dtype(np.int16) if raw.itemsize <= 2 else np.dtype(np.int32)
 
 
+@guard_decoding
 def load_pixels(layout: SliceLayout, get_dataset: Callable[[Instance], Dataset]) -> NDArray:
     """Decode, rescale and stack the pixel data of a :class:`SliceLayout`.
 
@@ -486,6 +488,7 @@ def _files(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[st
     return [Path(f) for f in path_or_files]
 
 
+@guard_decoding
 def read_image(path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Image:
     """Read one image series (CT, MR, PET) into an :class:`Image`.
 
