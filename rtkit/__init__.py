@@ -5,7 +5,7 @@ The public API is listed in ``__all__``; see ``docs/`` and DESIGN.md.
 
 import logging as _logging
 
-from . import config, datasets, plot
+from . import cohort, config, datasets, plot
 from .dose import Dose, sum_doses
 from .dvh import DVH, DVHSet, dvh, dvhs
 from .errors import (
@@ -75,6 +75,7 @@ __all__ = [
     "Structure",
     "StructureSet",
     "Study",
+    "cohort",
     "config",
     "datasets",
     "dvh",
