@@ -141,7 +141,10 @@ def _cmd_masks(args: argparse.Namespace) -> int:
     if labels is not None:
         Image(labels, ct.grid, "SEG").to_nifti(out / "labels.nii.gz", overwrite=args.overwrite)
         _out("label map -> labels.nii.gz (later ROIs overwrite earlier ones where they overlap)")
-    (out / "rois.json").write_text(json.dumps(table, indent=2))
+    from ._atomic import atomic_path
+
+    with atomic_path(out / "rois.json", overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(table, indent=2))
     _out(f"wrote {len(names)} mask(s), the CT and rois.json to {out}")
     return 0
 

@@ -180,3 +180,18 @@ def test_gamma_command(tmp_path, capsys):
     assert "pass rate 100.00 %" in out and "mean 0.000" in out
     assert main(["gamma", str(rd), str(rd), "--criteria", "3/3"]) == 2
     assert "--criteria" in capsys.readouterr().err
+
+
+def test_masks_does_not_replace_an_existing_rois_json(tmp_path, capsys):
+    pytest.importorskip("nibabel")
+    case = tmp_path / "case"
+    assert main(["demo", "--out", str(case)]) == 0
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "rois.json").write_text("mine")
+    # the NIfTI files are new; only the table exists: it must survive, and the command fail
+    assert main(["masks", str(case), "--out", str(out), "--names", "PTV"]) == 1
+    assert (out / "rois.json").read_text() == "mine"
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["masks", str(case), "--out", str(out), "--names", "PTV", "--overwrite"]) == 0
+    assert (out / "rois.json").read_text() != "mine"
