@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[progress]"
+	$(BIN)/python -m pip install --quiet -e ".[progress,plot]"
 	touch $@
 
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml

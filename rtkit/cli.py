@@ -64,36 +64,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .datasets import synthetic_case
-    from .io.case import load
+    from ._demo import run_demo
 
-    folder = synthetic_case(args.out)
-    _out(f"synthetic case written to {folder}")
-    case = load(folder)
-    _out(case.summary())
-    ct = case.ct
-    if ct is not None:
-        arr = ct.array
-        _out(
-            f"CT: {arr.shape[0]} slices of {arr.shape[1]} x {arr.shape[2]} px, "
-            f"HU {arr.min()} to {arr.max()}, bounds (mm, LPS) {ct.grid.bounds.round(1).tolist()}"
-        )
-    if case.dose is not None and case.structures is not None:
-        import warnings
-
-        from .dvh import dvhs
-
-        rx = case.plan.prescription_gy if case.plan is not None else None
-        names = [n for n in case.structures.names if not case.structures[n].is_empty]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the demo's spine runs past the dose grid, on purpose
-            table = dvhs(case.dose, case.structures, names=names, prescription_gy=rx).table(
-                ["Dmean", "D95%", "D2%", "V20Gy[%]"])
-        _out(f"DVH (Gy; V20Gy in % of the ROI; Rx {rx:g} Gy):" if rx else "DVH (Gy; V20Gy in % of the ROI):")
-        width = max(len(r["structure"]) for r in table)
-        _out(f"  {'ROI':<{width}}  {'Dmean':>7} {'D95%':>7} {'D2%':>7} {'V20Gy':>7}")
-        for r in table:
-            _out(f"  {r['structure']:<{width}}  {r['Dmean']:7.2f} {r['D95%']:7.2f} {r['D2%']:7.2f} {r['V20Gy[%]']:7.1f}")
+    report = run_demo(args.out, png=False if args.no_png else args.png)
+    for line in report.lines:
+        _out(line)
+    if report.png is not None:
+        _out(f"review figure (CT + contours + dose, DVH) written to {report.png}")
+    for note in report.notes:
+        _out(note)
     return 0
 
 
@@ -261,11 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="write and summarise the built-in synthetic case",
         description="Write the synthetic planning case (CT, RT Structure Set, RT Plan, RT Dose) "
-        "generated in code, load it and print its summary.",
-        epilog="examples:\n  rtkit demo\n  rtkit demo --out ./demo_case",
+        "generated in code, load it, print its summary and a DVH table of its ROIs, and write a "
+        "review figure (axial and sagittal CT with contours and dose, DVH curves; needs "
+        "matplotlib, rtkit[plot]) beside the case folder.",
+        epilog="examples:\n  rtkit demo\n  rtkit demo --out ./demo_case       (figure: ./demo_case-review.png)\n"
+        "  rtkit demo --png review.png\n  rtkit demo --no-png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: a temporary folder)")
+    p.add_argument("--png", type=Path, default=None,
+                   help="review figure to write (default: <case folder>-review.png beside the case folder)")
+    p.add_argument("--no-png", action="store_true", help="do not write the review figure")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -56,3 +56,65 @@ def test_dose_grid_samples_the_analytical_dose(demo):
     xyz = ipp + np.array([c * ps[1], r * ps[0], float(ds.GridFrameOffsetVector[k])])
     assert arr[k, r, c] == pytest.approx(float(analytical_dose(xyz)), abs=float(ds.DoseGridScaling))
     assert arr.max() == pytest.approx(PHANTOM["prescription_gy"] * 1.03, rel=0.01)
+
+
+# ------------------------------------------------------------------ rtkit demo: report and review figure
+def test_demo_report_table_and_review_png(tmp_path):
+    import warnings
+
+    import matplotlib.image as mpimg
+
+    from rtkit._demo import DEMO_METRICS, default_png_path, run_demo
+    from rtkit.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "case")]) == 0
+    png = default_png_path(tmp_path / "case")
+    assert png == tmp_path / "case-review.png" and png.is_file()
+    assert len(list((tmp_path / "case").iterdir())) == 43  # the figure is beside the case, not in it
+    img = mpimg.imread(png)[..., :3]
+    h, w = img.shape[:2]
+    assert w > 2 * h > 600 and float(img.std()) > 0.05
+    # each ROI's colour is drawn: in the slice panels (contours) and in the DVH panel (curves), except
+    # a curve drawn over by a later ROI's identical one (the demo's two lungs are mirror images)
+    case = rtkit.load(tmp_path / "case")
+    report = run_demo(tmp_path / "case", png=False)
+    values = [tuple(round(r[m], 6) for m in DEMO_METRICS) for r in report.table]
+    hidden = {r["structure"] for i, r in enumerate(report.table) if values[i] in values[i + 1:]}
+    assert hidden == {"Lung_L"}
+    pix = (img * 255).round().astype(int)
+    for name in case.structures.names:
+        colour = np.array(case.structures[name].color)
+        hit = np.all(np.abs(pix - colour) <= 2, axis=-1)
+        assert hit[:, : 2 * w // 3].sum() > 20, f"{name} contour missing"
+        if name not in hidden:
+            assert hit[:, 2 * w // 3:].sum() > 20, f"{name} DVH curve missing"
+
+    assert report.png is None and not report.notes
+    rx = case.plan.prescription_gy
+    names = [n for n in case.structures.names if not case.structures[n].is_empty]
+    assert [r["structure"] for r in report.table] == names
+    for row in report.table:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rtkit.RTKitWarning)  # ROIs partly outside the dose grid
+            d = rtkit.dvh(case.dose, case.structures[row["structure"]], prescription_gy=rx)
+        for m in DEMO_METRICS:
+            assert row[m] == pytest.approx(d[m], rel=1e-12, abs=1e-12), (row["structure"], m)
+    table_lines = report.lines[report.lines.index(next(ln for ln in report.lines if ln.startswith("DVH"))) + 2:]
+    assert len(table_lines) == len(names)
+
+
+def test_demo_png_options_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from rtkit.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "a"), "--png", str(tmp_path / "fig.png")]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    assert f"written to {tmp_path / 'fig.png'}" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "b"), "--no-png"]) == 0
+    assert not (tmp_path / "b-review.png").exists() and "review figure" not in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert main(["demo", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "review figure skipped" in out and "rtkit[plot]" in out and "PTV" in out
+    assert not (tmp_path / "c-review.png").exists()
