@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .cohort import CohortError
 from .errors import MetricError, RTKitError, RTKitWarning
 
 log = logging.getLogger("rtkit.cli")
@@ -29,6 +30,12 @@ examples:
   rtkit dvh demo_case --metrics "D95%,Dmean" --structures PTV
   rtkit register CT_DIR MR_DIR --out reg.dcm  rigid MR -> CT, written as a DICOM REG
   rtkit gamma RD_ref.dcm RD_eval.dcm --criteria 3%/3mm   gamma pass rate
+  rtkit cohort /data/cohort --metrics "PTV:D95%,Lung_L:V20Gy[%],Heart:Dmean" --out table.csv
+                                       DVH metrics of every case, on all local cores (resumable)
+  rtkit cohort /data/cohort --metrics "PTV:D95%" --out t.csv --scheduler tcp://host:8786
+                                       ... on a Dask cluster
+
+exit codes: 0 success; 1 an rtkit error, or (cohort) some cases failed; 2 usage error
 """
 
 
@@ -207,6 +214,42 @@ def _cmd_gamma(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cohort(args: argparse.Namespace) -> int:
+    from . import cohort
+
+    sources = args.sources[0] if len(args.sources) == 1 else list(args.sources)
+    structures = [n.strip() for n in args.structures.split(",") if n.strip()] if args.structures else None
+    try:
+        res = cohort.run(sources, args.metrics, structures=structures, structure_map=args.structure_map,
+                         workers=args.workers, scheduler=args.scheduler, out=args.out,
+                         resume=not args.no_resume, overwrite=args.overwrite,
+                         prescription_gy=args.prescription, between_planes=args.between_planes,
+                         progress=args.progress, max_cases=args.max_cases)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"rtkit cohort: interrupted; finished cases are in {args.out}; run the same "
+                         "command again to resume\n")
+        return 130
+    ok_cases = len({r["case"] for r in res.rows})
+    _out(f"{len(res.cases)} case(s): {ok_cases} with results, {len(res.failures)} failed; "
+         f"{res.computed} computed in {res.seconds:.1f} s"
+         + (f" ({res.computed / res.seconds * 60:.1f} cases/min)" if res.computed and res.seconds > 0 else "")
+         + (f", {res.skipped} already in {args.out}" if res.skipped else ""))
+    missing = [r for r in res.rows if r["status"] != "ok"]
+    if missing:
+        kinds: dict[str, int] = {}
+        for r in missing:
+            kinds[r["status"]] = kinds.get(r["status"], 0) + 1
+        _out("rows without a value: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+             + " (see the status and error columns)")
+    for f in res.failures:
+        _out(f"failed: {f['case']}: {f['error']}")
+    if not res.complete:
+        left = len(res.cases) - res.skipped - res.computed
+        _out(f"stopped after {res.computed} case(s) (--max-cases); {left} left: run again to resume")
+    _out(f"wrote {res.out}" + (f" and {res.parquet}" if res.parquet else ""))
+    return 1 if res.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -261,13 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(ct.nii.gz, HU) and rois.json (names, files, volumes). NIfTI files use RAS, with "
         "affines that keep every voxel at its patient position.",
         epilog="examples:\n  rtkit masks /data/case1 --out masks/\n"
-        "  rtkit masks /data/case1 --out masks/ --names PTV,Heart --fractional\n"
+        "  rtkit masks /data/case1 --out masks/ --structures PTV,Heart --fractional\n"
         "  rtkit masks /data/case1 --out masks/ --label-map",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("case", type=Path, help="folder holding one case")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--names", help="comma-separated ROI names (default: all)")
+    p.add_argument("--structures", "--names", dest="names", help="comma-separated ROI names (default: all)")
     p.add_argument("--fractional", action="store_true", help="float32 voxel occupancy instead of 0/1")
     p.add_argument("--label-map", action="store_true", help="also write labels.nii.gz (uint16)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -339,6 +382,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the gamma map (.nii/.nii.gz, needs the nifti extra)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_gamma)
+
+    p = sub.add_parser(
+        "cohort",
+        help="DVH metrics of many cases (local processes or a Dask cluster), resumable",
+        description="Compute DVH metrics for every case of a cohort and append them to a CSV table "
+        "(and a Parquet copy when pyarrow is installed) one case at a time: one row per (case, "
+        "structure, metric) with its unit. SOURCES is one root folder, whose cases rtkit.scan finds, "
+        "or several case folders. Cases run on all usable local cores by default, or on a Dask "
+        "cluster (--scheduler). A case that fails becomes a row with its error and the run goes on; "
+        "running the same command again resumes where it stopped. Structure names are mapped to "
+        "TG-263 names by --structure-map and rtkit's starter map. See docs/cohort.md.",
+        epilog="examples:\n"
+        '  rtkit cohort /data/cohort --metrics "PTV:D95%,Lung_L:V20Gy[%],Heart:Dmean" --out table.csv\n'
+        '  rtkit cohort /data/cohort --metrics "D95%,Dmean" --structures PTV,Heart --out t.csv --workers 8\n'
+        '  rtkit cohort /data/p1 /data/p2 /data/p3 --metrics "Heart:Dmean" --out t.csv\n'
+        '  rtkit cohort /data/cohort --metrics "Lung_L:V20Gy[%]" --structure-map map.json --out t.csv\n'
+        '  rtkit cohort /shared/cohort --metrics "PTV:D95%" --out t.csv --scheduler tcp://10.0.0.5:8786\n'
+        '  rtkit cohort /data/cohort --metrics "PTV:D95%" --out trial.csv --max-cases 5\n'
+        "\nexit codes: 0 every case computed; 1 some cases failed (listed, and in the table); 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
+                   help="a root folder of cases, or several case folders")
+    p.add_argument("--metrics", required=True,
+                   help='comma-separated TG-263 metrics, each optionally for one structure: '
+                   '"PTV:D95%%,Lung_L:V20Gy[%%],Heart:Dmean" (a plain metric applies to --structures)')
+    p.add_argument("--out", type=Path, required=True, help="the CSV table (appended case by case)")
+    p.add_argument("--structures", help="comma-separated structures for the plain metrics "
+                   "(default: every non-empty ROI)")
+    p.add_argument("--structure-map", type=Path, metavar="MAP",
+                   help="JSON (or YAML) file mapping local ROI names to standard names")
+    p.add_argument("--workers", type=int, help="local worker processes (default: the usable CPU cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster, e.g. tcp://host:8786 (needs rtkit[dask])")
+    p.add_argument("--prescription", type=float, help="prescription in Gy (default: each case's plan)")
+    p.add_argument("--between-planes", choices=("smooth", "slab"), default="smooth",
+                   help="surface between contour planes: interpolated (default) or slabs")
+    p.add_argument("--max-cases", type=int, metavar="N", help="stop after computing N cases (a trial run)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="do not continue an existing table (with --overwrite: start afresh)")
+    p.add_argument("--overwrite", action="store_true", help="with --no-resume, replace an existing table")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar with ETA (default: when stderr is a terminal)")
+    p.set_defaults(func=_cmd_cohort)
     return parser
 
 
@@ -366,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = show
         try:
             return int(args.func(args))
-        except MetricError as exc:
+        except (MetricError, CohortError) as exc:
             sys.stderr.write(f"rtkit {args.command}: error: {exc}\n")
             return 2
         except RTKitError as exc:

@@ -851,19 +851,20 @@ def _dask(tasks: Sequence[_Task], scheduler: Any) -> Iterator[dict[str, Any]]:
         queue = list(reversed(tasks))
         by_key: dict[str, _Task] = {}
         pending: dict[str, Any] = {}
-        ac = distributed.as_completed()
         run_id = uuid.uuid4().hex[:8]
         counter = iter(range(len(queue)))
 
-        def submit() -> None:
+        def submit() -> Any:
             t = queue.pop()
             key = f"rtkit-cohort-{run_id}-{next(counter)}"
             by_key[key] = t
             pending[key] = client.submit(_run_case, t, key=key, pure=False, retries=0)
-            ac.add(pending[key])
+            return pending[key]
 
-        for _ in range(min(len(queue), 2 * nthreads)):
-            submit()
+        first = [submit() for _ in range(min(len(queue), 2 * nthreads))]
+        if not first:
+            return
+        ac = distributed.as_completed(first, loop=client.loop)
         for fut in ac:
             t = by_key.pop(fut.key)
             pending.pop(fut.key, None)
@@ -878,7 +879,7 @@ def _dask(tasks: Sequence[_Task], scheduler: Any) -> Iterator[dict[str, Any]]:
             fut.release()
             yield outcome
             if queue:
-                submit()
+                ac.add(submit())
     finally:
         if pending:  # left early: cancel what has not run
             client.cancel(list(pending.values()))

@@ -19,7 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from builders import ORIENTATIONS, pixel_data_offset, truncate, write_image_series, write_rtdose, write_rtstruct
+from builders import (
+    ORIENTATIONS,
+    pixel_data_offset,
+    truncate,
+    write_image_series,
+    write_rtdose,
+    write_rtstruct,
+)
 from pydicom.uid import generate_uid
 
 __all__ = ["ORIENTATION_CYCLE", "NAMES", "USER_MAP", "write_cohort_case", "write_cohort"]
@@ -122,3 +129,15 @@ def write_cohort(root: Path, n: int, *, broken: bool = True) -> dict[str, dict]:
             name = f"broken_{defect}"
             info[name] = {**write_cohort_case(root / name, 900 + j, defect=defect), "defect": defect}
     return info
+
+
+class CrashingMap:
+    """Stands in for a StructureMap; kills the worker process that unpickles it (os._exit).
+
+    Tests use it to check that a dying worker fails only its own case.
+    """
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (3,))
