@@ -311,7 +311,7 @@ def _run_case(task: _Task) -> dict[str, Any]:
     """Load one case and compute its rows; never raises (a failure is a result)."""
     from . import config
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     saved = config.strict
     config.strict = task.strict
     caught: list[warnings.WarningMessage] = []
@@ -332,7 +332,8 @@ def _run_case(task: _Task) -> dict[str, Any]:
         if text not in messages:
             messages.append(text)
     return {"case": task.case, "patient_id": patient, "rows": rows, "failure": failure,
-            "warnings": messages, "seconds": time.perf_counter() - start, "pid": os.getpid()}
+            "warnings": messages, "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu, "pid": os.getpid()}
 
 
 def _describe(exc: BaseException, task: _Task) -> str:
@@ -838,7 +839,7 @@ def _pool(tasks: Sequence[_Task], workers: int) -> Iterator[dict[str, Any]]:
 
 def _crashed(task: _Task, why: str) -> dict[str, Any]:
     return {"case": task.case, "patient_id": task.patient_id, "rows": [], "failure": f"WorkerError: {why}",
-            "warnings": [], "seconds": 0.0, "pid": None}
+            "warnings": [], "seconds": 0.0, "cpu_seconds": 0.0, "pid": None}
 
 
 def _dask(tasks: Sequence[_Task], scheduler: Any) -> Iterator[dict[str, Any]]:
@@ -957,7 +958,8 @@ def run(
         Stop after computing this many cases (a trial run; resume later).
     on_case : callable, optional
         Called in this process with each case's outcome (a dict with
-        ``case``, ``rows``, ``failure``, ``seconds``) after its rows are
+        ``case``, ``rows``, ``failure``, ``warnings``, ``seconds`` (wall) and
+        ``cpu_seconds`` (the worker's CPU time for the case)) after its rows are
         written.  An exception raised there stops the run (the file keeps
         what was written).
 

@@ -49,17 +49,21 @@ def _dose_field(xyz: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return 2.0 + 58.0 / (1.0 + np.exp((r - 14.0) / 4.0))
 
 
-def write_cohort_case(folder: Path, number: int, *, defect: str | None = None) -> dict:
-    """Write case ``number`` into ``folder``; returns its patient ID and ROI names."""
+def write_cohort_case(folder: Path, number: int, *, defect: str | None = None, scale: int = 1) -> dict:
+    """Write case ``number`` into ``folder``; returns its patient ID and ROI names.
+
+    ``scale`` divides every spacing (CT and dose) and multiplies the voxel
+    counts, for heavier cases of the same anatomy (the benchmark).
+    """
     rng = np.random.default_rng(number)
     orientation_name = ORIENTATION_CYCLE[number % len(ORIENTATION_CYCLE)]
     iop = np.asarray(ORIENTATIONS[orientation_name], float)
     row_cos, col_cos = iop[:3], iop[3:]
     normal = np.cross(row_cos, col_cos)
-    slices = 9 + number % 4
-    rows = cols = 14 + 2 * (number % 3)
-    ps = (3.0 + 0.5 * (number % 3), 3.0 + 0.5 * ((number + 1) % 3))
-    step = (3.0, 2.5, 4.0)[number % 3]
+    slices = (9 + number % 4) * scale
+    rows = cols = (14 + 2 * (number % 3)) * scale
+    ps = ((3.0 + 0.5 * (number % 3)) / scale, (3.0 + 0.5 * ((number + 1) % 3)) / scale)
+    step = (3.0, 2.5, 4.0)[number % 3] / scale
     # centre the CT on the origin of the patient frame (plus a per-case shift)
     shift = rng.uniform(-5, 5, size=3)
     origin = (shift - row_cos * (cols - 1) * ps[1] / 2 - col_cos * (rows - 1) * ps[0] / 2
@@ -103,8 +107,8 @@ def write_cohort_case(folder: Path, number: int, *, defect: str | None = None) -
         write_rtstruct(folder / "RS.dcm", rois, generate_uid() if defect == "frame_mismatch" else frame,
                        referenced_series_uid=ct.series_instance_uid, study_uid=study, patient_id=patient)
     # dose grid: same orientation, its own spacing, covering the CT
-    dps = (4.0 + (number % 2), 4.0 + (number % 2))
-    dstep = 3.5 + 0.5 * (number % 2)
+    dps = ((4.0 + (number % 2)) / scale, (4.0 + (number % 2)) / scale)
+    dstep = (3.5 + 0.5 * (number % 2)) / scale
     ext = np.array([(cols - 1) * ps[1], (rows - 1) * ps[0], (slices - 1) * step])
     dshape = (int(ext[2] // dstep) + 3, int(ext[1] // dps[0]) + 3, int(ext[0] // dps[1]) + 3)
     dorigin = origin - row_cos * dps[1] - col_cos * dps[0] - normal * dstep
@@ -119,11 +123,11 @@ def write_cohort_case(folder: Path, number: int, *, defect: str | None = None) -
     return {"patient_id": patient, "names": names, "orientation": orientation_name}
 
 
-def write_cohort(root: Path, n: int, *, broken: bool = True) -> dict[str, dict]:
+def write_cohort(root: Path, n: int, *, broken: bool = True, scale: int = 1) -> dict[str, dict]:
     """``n`` good cases (``case000``...) and, with ``broken``, the three broken ones, under ``root``."""
     info = {}
     for i in range(n):
-        info[f"case{i:03d}"] = write_cohort_case(root / f"case{i:03d}", i)
+        info[f"case{i:03d}"] = write_cohort_case(root / f"case{i:03d}", i, scale=scale)
     if broken:
         for j, defect in enumerate(("truncated_dose", "no_rtstruct", "frame_mismatch")):
             name = f"broken_{defect}"
