@@ -9,6 +9,7 @@ ROI or plane concerned and say what to do about it.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 __all__ = [
@@ -70,10 +71,26 @@ def warn(message: str, logger: logging.Logger | None = None, stacklevel: int = 3
 
     Use this for information (a choice made among valid objects, a value kept
     as given); a standard violation or a repair goes through :func:`violation`.
+    The warning is attributed to the first frame outside rtkit (the user's
+    call), whatever ``stacklevel`` says; the parameter is kept for callers.
     """
     if logger is not None:
         logger.warning(message)
-    warnings.warn(message, RTKitWarning, stacklevel=stacklevel)
+    warnings.warn(message, RTKitWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside rtkit, seen from :func:`warn`.
+
+    Warnings point at the user's line that called rtkit, however many rtkit
+    frames (decorators, helpers) lie in between.
+    """
+    frame = sys._getframe(2)  # warn's caller
+    level = 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "rtkit":
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def violation(

@@ -7,6 +7,7 @@ corpus itself is tests/badinput.py.
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from pathlib import Path
@@ -313,3 +314,14 @@ def test_input_guard_is_quiet_for_honest_reads(tmp_path: Path, monkeypatch: pyte
     modified = guard_reads(monkeypatch)
     rtkit.read_structures(p)
     assert modified == []
+
+
+def test_warnings_point_at_the_callers_line(tmp_path):
+    # readers are wrapped (guard_decoding) and warn from helpers several frames deep:
+    # the RTKitWarning must still name this file and line, not an rtkit module
+    bad = tmp_path / "x.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    with pytest.warns(rtkit.RTKitWarning) as record:
+        line = inspect.currentframe().f_lineno + 1
+        rtkit.scan(tmp_path)
+    assert record[0].filename == __file__ and record[0].lineno == line, (record[0].filename, record[0].lineno)
