@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ test: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
+$(VENV)/.docs-installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[docs,plot]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/python -m mkdocs build --strict -d site
+
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_io.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache
