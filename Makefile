@@ -28,14 +28,14 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
 $(VENV)/.docs-installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[docs,plot]"
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	touch $@
 
 docs: $(VENV)/.docs-installed
-	$(BIN)/python -m mkdocs build --strict -d site
+	$(BIN)/python -m mkdocs build --strict -d build/site
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_io.py
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache
