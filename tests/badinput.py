@@ -273,6 +273,13 @@ def _size(p: Path) -> int:
     return p.stat().st_size
 
 
+def _inside(p: Path, element: bytes, offset: int) -> int:
+    """Byte position ``offset`` bytes after the start of the first ``element`` (tag + VR bytes)."""
+    at = p.read_bytes().find(element)
+    assert at > 0, element
+    return at + offset
+
+
 _NEG_STORED = (np.arange(60, dtype=np.int64).reshape(3, 4, 5) - 30).astype(np.int16)
 
 
@@ -445,8 +452,13 @@ CORPUS: list[Defect] = [
            _rs_cut(lambda p: 100), read_rs, "error", "truncated", E),
     Defect("rs-cut-in-header", "RTSTRUCT cut inside the file meta / header (200 bytes left)",
            _rs_cut(lambda p: 200), read_rs, "error", "truncated", E),
-    Defect("rs-cut-in-middle", "RTSTRUCT cut in the middle",
-           _rs_cut(lambda p: _size(p) // 2), read_rs, "error", "truncated", E),
+    Defect("rs-cut-in-middle", "RTSTRUCT cut in the middle of a ContourData value",
+           _rs_cut(lambda p: _inside(p, b"\x06\x30\x50\x00DS", 20)), read_rs, "error", "truncated", E),
+    Defect("rs-cut-in-sequence", "RTSTRUCT cut between two elements inside ROIContourSequence",
+           _rs_cut(lambda p: _inside(p, b"\x06\x30\x50\x00DS", 0)), read_rs, "error", "truncated", E),
+    Defect("rs-cut-before-contours", "RTSTRUCT cut exactly before ROIContourSequence (a valid shorter file)",
+           _rs_cut(lambda p: _inside(p, b"\x06\x30\x39\x00SQ", 0)), read_rs, "repair",
+           "no ROIContourSequence", strict_error=E, check=_volume_is(0)),
     Defect("rs-cut-last-bytes", "RTSTRUCT missing its last 3 bytes",
            _rs_cut(lambda p: _size(p) - 3), read_rs, "error", "truncated", E),
     Defect("rs-no-contour-data", "a contour without ContourData",

@@ -294,7 +294,97 @@ def truncation_problems(ds: Dataset, path: str | os.PathLike[str] | None = None)
         if 0 < size - last_end < 12:
             out.append(f"the file ends inside a data element header ({size - last_end} stray byte(s) "
                        "after the last complete element)")
+    if not out and path is not None:
+        unclosed = _unclosed_containers(ds, path)
+        if unclosed:
+            out.append(unclosed)
     return out
+
+
+_LITTLE_ENDIAN = {"1.2.840.10008.1.2": False, "1.2.840.10008.1.2.1": True}  # UID -> explicit VR
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+def _unclosed_containers(ds: Dataset, path: str | os.PathLike[str]) -> str | None:
+    """Whether the file ends inside a sequence or item (a cut at an element boundary).
+
+    pydicom ends an undefined-length sequence or item silently at the end of
+    the file, so a file cut between two elements inside a sequence parses as
+    a complete, shorter data set.  This walks the element structure of the
+    data set (little endian transfer syntaxes; others are not checked) and
+    reports containers left open at the end of the file, or defined-length
+    ones that extend past it.
+    """
+    meta = getattr(ds, "file_meta", None)
+    explicit = _LITTLE_ENDIAN.get(str(getattr(meta, "TransferSyntaxUID", "") or "")) if meta is not None else None
+    if explicit is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    import struct
+
+    pos = 132 if data[128:132] == b"DICM" else 0
+    # skip the file meta group (always explicit VR little endian)
+    while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    size = len(data)
+    stack: list[int] = []  # end offset of each open container; -1: undefined length
+    while pos < size:
+        while stack and stack[-1] == pos:  # defined-length containers ending here
+            stack.pop()
+        if pos + 8 > size:
+            return f"the file ends inside a data element header at byte {pos}"
+        group, elem = struct.unpack_from("<HH", data, pos)
+        tag = (group << 16) | elem
+        if tag in (_ITEM, _ITEM_END, _SEQ_END):
+            length = struct.unpack_from("<I", data, pos + 4)[0]
+            pos += 8
+            if tag == _ITEM:
+                stack.append(-1 if length == _UNDEFINED_LENGTH else pos + length)
+            elif stack and stack[-1] == -1:
+                stack.pop()
+            continue
+        if explicit:
+            vr = data[pos + 4:pos + 6]
+            if vr in _LONG_VRS:
+                if pos + 12 > size:
+                    return f"the file ends inside a data element header at byte {pos}"
+                length, head = struct.unpack_from("<I", data, pos + 8)[0], 12
+            else:
+                length, head = struct.unpack_from("<H", data, pos + 6)[0], 8
+            is_sq = vr == b"SQ" or (vr == b"UN" and length == _UNDEFINED_LENGTH)
+        else:
+            length, head = struct.unpack_from("<I", data, pos + 4)[0], 8
+            is_sq = length == _UNDEFINED_LENGTH or dictionary_vr_or_none(tag) == "SQ"
+        pos += head
+        if is_sq:
+            stack.append(-1 if length == _UNDEFINED_LENGTH else pos + length)
+        elif length == _UNDEFINED_LENGTH:  # encapsulated pixel data: items up to a delimiter
+            stack.append(-1)
+        else:
+            pos += length
+            if pos > size:
+                return f"{keyword_for_tag(tag) or hex(tag)} at byte {pos - length - head} runs past the end of the file"
+    while stack and stack[-1] == size:
+        stack.pop()
+    if stack:
+        return f"the file ends inside {len(stack)} open sequence(s) or item(s)"
+    return None
+
+
+def dictionary_vr_or_none(tag: int) -> str | None:
+    """The data dictionary VR of ``tag``, or None for private/unknown tags."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF

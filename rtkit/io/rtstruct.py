@@ -67,21 +67,29 @@ def _color(item: Dataset, number: int) -> tuple[int, int, int]:
 def structures_from_dataset(ds: Dataset, path: Path | None = None) -> StructureSet:
     """Build a :class:`StructureSet` from an RT Structure Set dataset (see :func:`read_structures`)."""
     name = str(path) if path else "RT Structure Set"
+    cut = truncation_problems(ds, path)  # first: a cut file fails every later check for that reason
+    if cut:
+        raise DicomReadError(
+            f"{name}: the file is truncated ({'; '.join(cut)}): ROIs or contours after the cut are "
+            "missing. Re-export the structure set."
+        )
     modality, tag = resolve_modality(ds)
     if modality != "RTSTRUCT":
         raise DicomReadError(f"{name}: not an RT Structure Set (SOP Class says {modality})")
     if tag and tag != "RTSTRUCT":
         violation(f"{name}: Modality tag says {tag!r} but the SOP Class is RT Structure Set", log,
                   repair="read as one")
-    cut = truncation_problems(ds, path)
-    if cut:
-        raise DicomReadError(
-            f"{name}: the file is truncated ({'; '.join(cut)}): ROIs or contours after the cut are "
-            "missing. Re-export the structure set."
-        )
     if not _seq(ds, "StructureSetROISequence"):
-        violation(f"{name}: no StructureSetROISequence (Type 1): the structure set lists no ROI", log,
+        violation(f"{name}: no StructureSetROISequence (Type 1): the structure set lists no ROI (or the file "
+                  "is truncated)", log,
                   repair="read as an empty structure set")
+    elif "ROIContourSequence" not in ds:
+        # also what a file cut exactly between two top-level elements looks like
+        violation(f"{name}: no ROIContourSequence (Type 1): no ROI has contours; the file may be "
+                  "truncated", log, repair="every ROI read as empty")
+    if "RTROIObservationsSequence" not in ds:
+        violation(f"{name}: no RTROIObservationsSequence (Type 1); the file may be truncated", log,
+                  repair="ROI interpreted types read as unknown")
     frames = [_str(f, "FrameOfReferenceUID") for f in _seq(ds, "ReferencedFrameOfReferenceSequence")]
     frames = [f for f in frames if f]
     if not frames:
