@@ -340,16 +340,6 @@ def plan_from_dataset(
 ) -> Plan:
     """Build a :class:`Plan` from an RT (Ion) Plan dataset (see :func:`read_plan`)."""
     name = str(path) if path else "RT Plan"
-    modality, tag = resolve_modality(ds)
-    if modality != "RTPLAN":
-        raise DicomReadError(
-            f"{name}: not an RT Plan (the SOP Class/Modality says {modality}). "
-            "read_plan reads RT Plan and RT Ion Plan files only."
-        )
-    sop = _str(ds, "SOPClassUID")
-    if tag and tag != "RTPLAN":
-        violation(f"{name}: Modality tag says {tag!r} but the SOP Class is "
-             f"{'RT Ion Plan' if sop == ION_PLAN_SOP else 'RT Plan'}; read as one", log)
     cut = truncation_problems(ds, path)
     if cut:
         msg = (f"{name}: the file is truncated ({'; '.join(cut)}): the plan is incomplete "
@@ -360,6 +350,16 @@ def plan_from_dataset(
                 "read_plan(path, allow_truncated=True)."
             )
         warn(msg + " Read as far as it goes (allow_truncated=True).", log)
+    modality, tag = resolve_modality(ds)
+    if modality != "RTPLAN":
+        raise DicomReadError(
+            f"{name}: not an RT Plan (the SOP Class/Modality says {modality}). "
+            "read_plan reads RT Plan and RT Ion Plan files only."
+        )
+    sop = _str(ds, "SOPClassUID")
+    if tag and tag != "RTPLAN":
+        violation(f"{name}: Modality tag says {tag!r} but the SOP Class is "
+             f"{'RT Ion Plan' if sop == ION_PLAN_SOP else 'RT Plan'}; read as one", log)
 
     has_ion_beams = _has(ds, "IonBeamSequence")
     ion = has_ion_beams or (sop == ION_PLAN_SOP and not _has(ds, "BeamSequence"))
