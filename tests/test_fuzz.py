@@ -62,3 +62,11 @@ def test_fuzzer_findings_stay_fixed(target, ops, status, strict, tmp_path):
     assert out is not None
     if status is not None:
         assert out.status == status, out
+
+
+def test_huge_number_of_frames_is_an_error_not_a_memory_blowup(tmp_path):
+    # found by the 20,000-case run: NumberOfFrames = 4294967296 on a CT slice built a list of
+    # 4e9 frame geometries (24 GB, killed by the OOM killer)
+    for strict in (False, True):
+        out = run_case("ct", [("set", "", "NumberOfFrames", "4294967296")], strict, tmp_path / str(strict))
+        assert out is not None and out.status == "error", out

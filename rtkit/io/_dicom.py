@@ -24,7 +24,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from ..errors import DicomReadError, RTKitError, RTKitWarning, violation
+from ..errors import DicomReadError, GeometryError, RTKitError, RTKitWarning, violation
 
 log = logging.getLogger("rtkit.io")
 
@@ -603,6 +603,18 @@ class Instance:
     def frames(self) -> list[FrameGeometry]:
         """Geometry of each frame (position, orientation, spacing, rescale)."""
         if self._frames is None:
+            n = self.number_of_frames
+            try:
+                size = Path(self.path).stat().st_size
+            except OSError:
+                size = None
+            # every frame needs at least 8 bytes (an encapsulated item header): a larger count is
+            # corrupt, and a list of that many geometries would exhaust memory
+            if size is not None and n > max(1, size // 8):
+                raise GeometryError(  # as the later frame-count checks
+                    f"{self.path}: NumberOfFrames is {n}, more frames than the file's {size} bytes can "
+                    "hold; the header is corrupt. Re-export the object."
+                )
             self._frames = _frame_geometries(self.header)
         return self._frames
 
