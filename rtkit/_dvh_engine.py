@@ -217,7 +217,7 @@ def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[
     lo, hi = np.inf, -np.inf
     for s0 in range(0, len(z_all), 50_000):
         part = slice(s0, s0 + 50_000)
-        vs = _Columns(arr, rc_all[part, 0], rc_all[part, 1]).face(z_all[part], np.arange(len(z_all[part])))[0]
+        vs = _Columns(arr, rc_all[part, 0], rc_all[part, 1]).face(z_all[part], slice(None))[0]
         lo, hi = min(lo, float(vs.min())), max(hi, float(vs.max()))
     return lo, hi
 
@@ -237,8 +237,9 @@ class _Columns:
         r1, c1 = np.minimum(r0 + 1, R - 1), np.minimum(c0 + 1, C - 1)
         self.i00, self.i01, self.i10, self.i11 = r0 * C + c0, r0 * C + c1, r1 * C + c0, r1 * C + c1
 
-    def slice(self, k: NDArray, sel: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-        """Dose, d/drow and d/dcol (per index unit) at the points ``sel`` on slices ``k``."""
+    def slice(self, k: NDArray, sel: NDArray | slice) -> tuple[NDArray, NDArray, NDArray]:
+        """Dose, d/drow and d/dcol (per index unit) at the points ``sel`` (indices, or a slice
+        from the first point) on slices ``k``."""
         base = k * self.RC
         f = self.flat
         v00 = f[base + self.i00[sel]].astype(np.float64)
@@ -250,8 +251,9 @@ class _Columns:
         bottom = v10 + tc * (v11 - v10)
         return top + tr * (bottom - top), bottom - top, (1 - tr) * (v01 - v00) + tr * (v11 - v10)
 
-    def face(self, z: NDArray, sel: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-        """The same at depths z (slice index units, clamped to the grid): trilinear."""
+    def face(self, z: NDArray, sel: NDArray | slice) -> tuple[NDArray, NDArray, NDArray]:
+        """The same at depths z (slice index units, clamped to the grid): trilinear.  ``sel``:
+        point indices, or a slice starting at the first point."""
         K = self.K
         zc = np.clip(z, 0.0, K - 1.0)
         k0 = np.minimum(np.floor(zc).astype(np.intp), max(K - 2, 0))
@@ -259,7 +261,7 @@ class _Columns:
         out = self.slice(k0, sel)
         between = np.flatnonzero(t > 0)
         if between.size and K > 1:
-            upper = self.slice(k0[between] + 1, sel[between])
+            upper = self.slice(k0[between] + 1, between if isinstance(sel, slice) else sel[between])
             tb = t[between]
             out = tuple(x.copy() for x in out)
             for x, u in zip(out, upper, strict=True):
@@ -281,38 +283,46 @@ def _depth_samples(arr: NDArray, frame: _Frame, r: NDArray, c: NDArray, area: ND
     first = np.searchsorted(cuts, ka, side="right")  # first cut strictly above ka
     last = np.searchsorted(cuts, kb, side="left")  # cuts strictly below kb: first .. last-1
     npieces = np.maximum(last - first, 0) + 1
+    # columns by decreasing piece count: the columns with a piece m are a prefix
+    order = np.argsort(-npieces, kind="stable")
+    npieces, first = npieces[order], first[order]
+    ka, kb, area = ka[order], kb[order], area[order]
+    r, c = r[order], c[order]
+    count = np.bincount(npieces, minlength=int(npieces.max(initial=0)) + 1)
+    with_piece = len(r) - np.cumsum(count)  # columns with more than m pieces: with a piece m
     inside = _in_plane(frame, r, c)
     outside = 0.0
     ds, hs, ws = [], [], []
     dmin, dmax = np.inf, -np.inf
     cols = _Columns(arr, r, c)
-    everyone = np.arange(len(r))
-    prev = cols.face(ka, everyone)  # the lower face of piece 0, for every column
-    prev_at = everyone  # which columns prev holds (those with a piece m)
+    lower = cols.face(ka, slice(None))  # the lower face of piece 0, for every column
     for m in range(int(npieces.max(initial=0))):
-        sel = np.flatnonzero(npieces > m)
-        pos = np.searchsorted(prev_at, sel)
-        va, ga_r, ga_c = (x[pos] for x in prev)
-        lo = np.where(m == 0, ka[sel], cuts[np.minimum(first[sel] + m - 1, len(cuts) - 1)])
-        hi = np.where(m == npieces[sel] - 1, kb[sel], cuts[np.minimum(first[sel] + m, len(cuts) - 1)])
-        vb, gb_r, gb_c = cols.face(hi, sel)
-        prev, prev_at = (vb, gb_r, gb_c), sel
+        n = int(with_piece[m]) if m else len(r)
+        va, ga_r, ga_c = (x[:n] for x in lower)
+        lo = ka[:n] if m == 0 else cuts[np.minimum(first[:n] + m - 1, len(cuts) - 1)]
+        hi = np.where(npieces[:n] == m + 1, kb[:n], cuts[np.minimum(first[:n] + m, len(cuts) - 1)])
+        lower = vb, gb_r, gb_c = cols.face(hi, slice(0, n))
         thick = (hi - lo) * abs(frame.s_n)
         mid = 0.5 * (lo + hi)
-        good = inside[sel] & (mid >= -0.5) & (mid <= K - 0.5) & (thick > 0)
+        good = inside[:n] & (mid >= -0.5) & (mid <= K - 0.5) & (thick > 0)
         known = np.isfinite(va) & np.isfinite(vb)  # a resampled dose is NaN outside the original grid
-        outside += float(np.sum(area[sel][~(good & known)] * np.maximum(thick[~(good & known)], 0.0))) / 1000.0
         keep = good & known
-        if not keep.any():
-            continue
-        g_r = 0.5 * (ga_r[keep] + gb_r[keep]) / f[0]
-        g_c = 0.5 * (ga_c[keep] + gb_c[keep]) / f[1]
-        a_, b_ = va[keep], vb[keep]
-        ds.append(0.5 * (a_ + b_))
-        hs.append(0.5 * np.sqrt((b_ - a_) ** 2 + g_r * g_r + g_c * g_c))
-        ws.append(area[sel][keep] * thick[keep] / 1000.0)
-        dmin = min(dmin, float(a_.min()), float(b_.min()))
-        dmax = max(dmax, float(a_.max()), float(b_.max()))
+        if not keep.all():
+            lost = ~keep
+            outside += float(np.sum(area[:n][lost] * np.maximum(thick[lost], 0.0))) / 1000.0
+            if not keep.any():
+                continue
+            va, vb, ga_r, ga_c, gb_r, gb_c = (x[keep] for x in (va, vb, ga_r, ga_c, gb_r, gb_c))
+            w = area[:n][keep] * thick[keep]
+        else:
+            w = area[:n] * thick
+        g_r = (0.5 / f[0]) * (ga_r + gb_r)
+        g_c = (0.5 / f[1]) * (ga_c + gb_c)
+        ds.append(0.5 * (va + vb))
+        hs.append(0.5 * np.sqrt((vb - va) ** 2 + g_r * g_r + g_c * g_c))
+        ws.append(w / 1000.0)
+        dmin = min(dmin, float(va.min()), float(vb.min()))
+        dmax = max(dmax, float(va.max()), float(vb.max()))
     return Samples(_cat(ds), _cat(hs), _cat(ws), outside, dmin, dmax)
 
 
@@ -416,6 +426,7 @@ def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float
 # at any orientation (the analytical shapes of Nelms et al. 2015), and their closing poles,
 # come out right; the half-slice end caps beyond the first and last planes stay slabs.
 CURVE_STEPS = 16
+CURVE_CHUNK = 2048  # curves followed at once: (17, CURVE_CHUNK) arrays stay in cache
 BOUNDARY_STEP_MM = 1.0  # edge resampling for the nearest-edge search (distances are exact to edges)
 
 
@@ -569,37 +580,38 @@ def _inside_along_curve(p0: NDArray, p1: NDArray, t0: NDArray, t1: NDArray) -> t
     """Length along z of the Hermite curve p0 -> p1 where d < 0, the centroid z of that part, and
     the length a narrow band next to p0's contour stays inside (see below).
 
-    Points are (..., 2) arrays (d, z); tangents unit, scaled by the chord length.
+    Points are (N, 2) arrays (d, z); tangents unit, scaled by the chord length.  The curve is
+    followed in CURVE_STEPS straight steps; its (CURVE_STEPS + 1, N) arrays are best kept within
+    the CPU cache (callers pass CURVE_CHUNK columns at a time).
     """
     chord = _norm(p1 - p0)[..., 0]
-    s = np.linspace(0.0, 1.0, CURVE_STEPS + 1)[:, None]
-    h00 = 2 * s**3 - 3 * s**2 + 1
-    h10 = s**3 - 2 * s**2 + s
-    h01 = -2 * s**3 + 3 * s**2
-    h11 = s**3 - s**2
-    d, z = (h00 * p0[..., i] + h10 * (chord * t0[..., i]) + h01 * p1[..., i] + h11 * (chord * t1[..., i])
-            for i in (0, 1))
-    da, db, za, zb = d[:-1], d[1:], z[:-1], z[1:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        low = np.minimum(da, db)
-        x = low / (low - np.maximum(da, db))
-    # the inside part of each step: all, none, or from the inside end to the crossing
-    frac = np.where((da < 0) & (db < 0), 1.0, np.where((da >= 0) & (db >= 0), 0.0, np.nan_to_num(x)))
-    zin = np.where(da < db, za, zb)  # the inside end when the step crosses
-    zcross = zin + frac * np.where(da < db, zb - za, za - zb)
-    mid = np.where(frac >= 1.0, 0.5 * (za + zb), 0.5 * (zin + zcross))
-    length = frac * np.abs(zb - za)
+    d = _HERMITE @ np.stack([p0[:, 0], chord * t0[:, 0], p1[:, 0], chord * t1[:, 0]])
+    z = _HERMITE @ np.stack([p0[:, 1], chord * t0[:, 1], p1[:, 1], chord * t1[:, 1]])
+    da, db = d[:-1], d[1:]
+    dz = z[1:] - z[:-1]
+    rising = (da < db).astype(np.float64)
+    neg = np.maximum(-np.minimum(da, db), 0.0)
+    frac = neg / np.maximum(neg + np.maximum(np.maximum(da, db), 0.0), 1e-300)
+    adz = np.abs(dz)
+    length = frac * adz
     total = length.sum(axis=0)
+    # the inside part's middle: from the lower-d end of the step, half its inside length on
+    mid = z[:-1] + dz * ((1.0 - rising) + frac * (rising - 0.5))
     with np.errstate(divide="ignore", invalid="ignore"):
-        centre = np.where(total > 0, (length * mid).sum(axis=0) / total, 0.0)
-        # For a band narrower than a pixel, the contours are locally parallel and the curves of
-        # the band's points are translates of one another: the inside fraction of the band at
-        # height z is 1 - nu(z), nu the curve's progress from d0 to d1 (trapezoid rule in z).
-        w = p1[..., 0] - p0[..., 0]
-        nu = np.where(np.abs(w) > 1e-12, (d - p0[..., 0]) / w, (z - p0[..., 1]) / (p1[..., 1] - p0[..., 1]))
-    nu = np.clip(nu, 0.0, 1.0)
-    keep_a = (0.5 * ((1 - nu[:-1]) + (1 - nu[1:])) * np.abs(zb - za)).sum(axis=0)
+        centre = (length * mid).sum(axis=0) / np.where(total > 0, total, np.inf)
+        w = p1[:, 0] - p0[:, 0]
+        flat = np.abs(w) <= 1e-12
+        nu = (d - p0[:, 0]) / np.where(flat, 1.0, w)
+        if flat.any():
+            nu[:, flat] = (z[:, flat] - p0[flat, 1]) / (p1[flat, 1] - p0[flat, 1])
+    np.clip(nu, 0.0, 1.0, out=nu)
+    keep_a = ((1.0 - 0.5 * (nu[:-1] + nu[1:])) * adz).sum(axis=0)
     return total, centre, keep_a
+
+
+_s = np.linspace(0.0, 1.0, CURVE_STEPS + 1)[:, None]
+_HERMITE = np.hstack([2 * _s**3 - 3 * _s**2 + 1, _s**3 - 2 * _s**2 + _s, -2 * _s**3 + 3 * _s**2, _s**3 - _s**2])
+del _s
 
 
 def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogram,
@@ -650,7 +662,9 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
                          run[gi + 2] if gi + 2 < len(run) else -1))
     sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), 0.0,
                      *_vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])))
-    sample_aligned(dose, stack, caps, resolution, sink)
+    # the caps at the solid's lattice pixel (their own budget of TARGET_SAMPLES would sample a
+    # few percent of the volume as finely as the rest together)
+    sample_aligned(dose, stack, caps, resolution if resolution is not None else float(px.min()), sink)
     if not gaps:
         return
     regions = np.array([p.region for p in planes], dtype=object)
@@ -778,8 +792,8 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         t0 = np.where(has_prev, _circle_tangent(pp, p0, p1), np.where(has_next, _end_tangent(p0, p1, pn), chord))
         t1 = np.where(has_next, _circle_tangent(p0, p1, pn), np.where(has_prev, -_end_tangent(p1, p0, pp), chord))
         length, centre_z, keep_a = (np.empty(len(p0)) for _ in range(3))
-        for s0 in range(0, len(p0), 20_000):
-            sl = slice(s0, s0 + 20_000)
+        for s0 in range(0, len(p0), CURVE_CHUNK):
+            sl = slice(s0, s0 + CURVE_CHUNK)
             length[sl], centre_z[sl], keep_a[sl] = _inside_along_curve(p0[sl], p1[sl], t0[sl], t1[sl])
         za_g, zb_g = z[A[gi]], z[B[gi]]
         # Resolved (the band between the two contours at least two lattice pixels wide): the
