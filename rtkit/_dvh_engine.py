@@ -396,9 +396,8 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
-GAP_CHUNK_CELLS = 50_000  # the same for the gaps of the smooth solid
+GAP_CHUNK_CELLS = 100_000  # the same for the gaps of the smooth solid
 FULL_CHUNK_PIECES = 60_000  # depth pieces of wholly covered columns sampled at once
-COLUMN_PIECES = 8  # longer columns are split (the depth loop runs once per piece of the longest)
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
@@ -455,11 +454,21 @@ class _Boundaries:
     BLOCK_POINTS = 20_000
 
     def __init__(self, rings_per_plane: list[list[NDArray[np.float64]]], step: float) -> None:
-        self._rings = [[r[:-1] if len(r) > 1 and np.array_equal(r[0, :2], r[-1, :2]) else r for r in rr]
+        self._rings = [[r[:-1] if len(r) > 1 and r[0, 0] == r[-1, 0] and r[0, 1] == r[-1, 1] else r for r in rr]
                        for rr in rings_per_plane]
         self._step = step
-        points = np.array([sum(float(np.linalg.norm(np.diff(np.r_[r, r[:1]][:, :2], axis=0), axis=1).sum())
-                               / step + len(r) for r in rr) for rr in self._rings])
+        # resampled points per plane: each ring's perimeter / step plus its vertices
+        flat = [r[:, :2] for rr in self._rings for r in rr]
+        sizes = np.array([len(r) for r in flat], dtype=np.intp)
+        points = np.zeros(len(self._rings))
+        if flat:
+            a = np.concatenate(flat)
+            nxt = np.arange(1, len(a) + 1)
+            ends = np.cumsum(sizes)
+            nxt[ends - 1] = ends - sizes
+            edge = np.hypot(*(a[nxt] - a).T)
+            plane = np.repeat(np.repeat(np.arange(len(self._rings)), [len(rr) for rr in self._rings]), sizes)
+            points = np.bincount(plane, weights=edge / step + 1.0, minlength=len(self._rings))
         self._block_of = (np.cumsum(points) // self.BLOCK_POINTS).astype(np.intp)
         self._blocks: dict[int, tuple] = {}
 
@@ -481,7 +490,10 @@ class _Boundaries:
             n = np.maximum(1, np.ceil(np.linalg.norm(ab, axis=1) / self._step)).astype(np.intp)
             seg = np.repeat(np.arange(len(n)), n)
             t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
-            tree = cKDTree(np.c_[a[seg] + t[:, None] * ab[seg], plane[seg] * self._APART])
+            # sliding-midpoint splits (not balanced): faster to build and to query for points on
+            # curves in well-separated planes
+            tree = cKDTree(np.c_[a[seg] + t[:, None] * ab[seg], plane[seg] * self._APART],
+                           balanced_tree=False, compact_nodes=False)
             inv = 1.0 / np.maximum((ab * ab).sum(axis=1), 1e-300)
             hit = self._blocks[blk] = (a[:, 0].copy(), a[:, 1].copy(), ab[:, 0].copy(), ab[:, 1].copy(),
                                        inv, seg, tree, min(3, len(seg)))
@@ -682,39 +694,83 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
         whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, distances,
                                            (uv0, du, dv), diag, sink, plane_cov)
     # Wholly covered pixels: one column per run of touching gaps over the whole solid (fewer
-    # depth pieces than one per chunk), in blocks of pixels and chunks of pieces (memory).
+    # depth pieces than one per chunk), found in blocks of pixels (memory).
     zab = np.sort(np.column_stack([fr.k(z[table[:, 0]]), fr.k(z[table[:, 1]])]), axis=1)
     block = max(1, GAP_CHUNK_CELLS // len(gaps))
+    runs = []
     for p0 in range(0, npx, block):
         sub = whole[:, p0:p0 + block]
         pix, _, ka, kb = _full_runs(sub.reshape(len(gaps), 1, sub.shape[1]), zab)
-        if not pix.size:
+        runs.append((pix + p0, ka, kb))
+    del whole
+    _whole_columns(arr, fr, lat, np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]),
+                   np.concatenate([r[2] for r in runs]), sink)
+
+
+def _whole_columns(arr: NDArray, fr: _Frame, lat: _Lattice, pix: NDArray[np.intp], ka: NDArray, kb: NDArray,
+                   sink: Histogram) -> None:
+    """Samples of wholly covered lattice pixels ``pix`` (flat lattice index) over the depths
+    ``[ka, kb]`` (slice index units; a pixel's columns do not overlap), into ``sink``.
+
+    The same pieces as :func:`_depth_samples` (split at the dose slices), made faster: the
+    pieces between two dose slices that lie wholly inside a column are marked in a (slice,
+    pixel) table and sampled a few slices at a time for all pixels at once, each slice's
+    in-plane doses found once; the pieces at the columns' ends, and columns whose pixel lies
+    outside the dose grid in plane, go through :func:`_depth_samples`.
+    """
+    if not pix.size:
+        return
+    K = fr.shape[0]
+    nc = lat.shape[1]
+    r_all, c_all = lat.to_rc((pix // nc).astype(np.float64), (pix % nc).astype(np.float64))
+    a = np.maximum(np.ceil(ka), 0.0)  # interior pieces [k, k + 1] for a <= k < b
+    b = np.minimum(np.floor(kb), K - 1.0)
+    inner = (b > a) & _in_plane(fr, r_all, c_all)
+    # the ends (and whole columns without interior pieces)
+    lo = np.concatenate([ka[~inner], ka[inner], b[inner]])
+    hi = np.concatenate([kb[~inner], a[inner], kb[inner]])
+    at = np.concatenate([np.flatnonzero(~inner), np.flatnonzero(inner), np.flatnonzero(inner)])
+    keep = hi > lo
+    lo, hi, at = lo[keep], hi[keep], at[keep]
+    for s0 in range(0, at.size, FULL_CHUNK_PIECES // 2):
+        sl = slice(s0, s0 + FULL_CHUNK_PIECES // 2)
+        sink.add(_depth_samples(arr, fr, r_all[at[sl]], c_all[at[sl]], np.full(len(at[sl]), lat.pixel_area),
+                                lo[sl], hi[sl], lat.f))
+    if not inner.any():
+        return
+    # interior pieces: +1 at a, -1 at b per column; the running sum marks the pieces inside
+    px_in = np.flatnonzero(inner)
+    upix, col = np.unique(pix[px_in], return_inverse=True)
+    k0 = int(a[px_in].min())
+    table = np.zeros((int(b[px_in].max()) - k0 + 1, upix.size), dtype=np.int8)
+    np.add.at(table, (a[px_in].astype(np.intp) - k0, col), 1)
+    np.add.at(table, (b[px_in].astype(np.intp) - k0, col), -1)
+    np.cumsum(table, axis=0, out=table)
+    cols = _Columns(arr, *lat.to_rc((upix // nc).astype(np.float64), (upix % nc).astype(np.float64)))
+    weight = lat.pixel_area * abs(fr.s_n) / 1000.0
+    step = max(1, FULL_CHUNK_PIECES // upix.size)
+    below = cols.slice(k0, slice(None))
+    for j0 in range(0, table.shape[0] - 1, step):
+        j1 = min(j0 + step, table.shape[0] - 1)  # pieces j0 .. j1 - 1 (slices k0 + j)
+        faces = [below] + [cols.slice(k0 + j, slice(None)) for j in range(j0 + 1, j1 + 1)]
+        below = faces[-1]
+        v, g_r, g_c = (np.stack([f[i] for f in faces]) for i in range(3))
+        mark = table[j0:j1] > 0
+        va, vb = v[:-1][mark], v[1:][mark]
+        known = np.isfinite(va) & np.isfinite(vb)  # a resampled dose is NaN outside the original grid
+        lost = float(np.count_nonzero(~known)) * weight
+        if lost:
+            va, vb = va[known], vb[known]
+        gr = (0.5 / lat.f[0]) * (g_r[:-1][mark] + g_r[1:][mark])
+        gc = (0.5 / lat.f[1]) * (g_c[:-1][mark] + g_c[1:][mark])
+        if lost:
+            gr, gc = gr[known], gc[known]
+        if not va.size:
+            sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), lost, np.inf, -np.inf))
             continue
-        pix, ka, kb = _split_columns(pix + p0, ka, kb, COLUMN_PIECES)
-        pieces = np.cumsum(np.floor(kb) - np.ceil(ka) + 2)
-        bounds = np.searchsorted(pieces, np.arange(1, int(pieces[-1] // FULL_CHUNK_PIECES) + 1) * FULL_CHUNK_PIECES)
-        for s0, s1 in zip(np.r_[0, bounds], np.r_[bounds, pix.size], strict=True):
-            if s1 > s0:
-                part = slice(int(s0), int(s1))
-                r_full, c_full = lat.to_rc((pix[part] // nc).astype(np.float64), (pix[part] % nc).astype(np.float64))
-                sink.add(_depth_samples(arr, fr, r_full, c_full, np.full(r_full.size, lat.pixel_area),
-                                        ka[part], kb[part], lat.f))
-
-
-def _split_columns(pix: NDArray, ka: NDArray, kb: NDArray, most: int) -> tuple[NDArray, NDArray, NDArray]:
-    """Columns ``[ka, kb]`` (slice index units, ka <= kb) cut at whole slice indices into
-    columns of at most about ``most`` depth pieces each (the pieces are the same: whole indices
-    are where :func:`_depth_samples` splits a column anyway)."""
-    c0 = np.ceil(ka)
-    extra = np.maximum(0, np.ceil((kb - c0) / most) - 1).astype(np.intp)  # split points per column
-    if not extra.any():
-        return pix, ka, kb
-    n = extra + 1
-    col = np.repeat(np.arange(len(pix)), n)
-    j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # sub-column number within its column
-    lo = np.where(j == 0, ka[col], c0[col] + most * j)
-    hi = np.where(j == extra[col], kb[col], c0[col] + most * (j + 1))
-    return pix[col], lo, hi
+        sink.add(Samples(0.5 * (va + vb), 0.5 * np.sqrt((vb - va) ** 2 + gr * gr + gc * gc),
+                         np.full(va.size, weight), lost,
+                         min(float(va.min()), float(vb.min())), max(float(va.max()), float(vb.max()))))
 
 
 def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattice, z: NDArray,
@@ -773,24 +829,36 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         # by the gaps using it, then carried to the query point along the normal there.
         roles = np.stack([PREV[gi], A[gi], B[gi], NEXT[gi]])  # (4, N); -1: no such plane
         keys = np.where(roles >= 0, roles.astype(np.int64) * npx + pix, -1)
-        uniq = np.unique(keys[keys >= 0])
+        # each role's keys ascend (gaps and pixels in order): a stable sort merges the four runs
+        uniq = np.sort(keys[keys >= 0], kind="stable")
+        if uniq.size:
+            uniq = uniq[np.r_[True, uniq[1:] != uniq[:-1]]]
         pix_of = uniq % npx
         centre = uv0 + (pix_of // nc)[:, None] * du + (pix_of % nc)[:, None] * dv
         d_c, sign, foot = distances.get(uniq)
         normal = (centre - foot) * (sign / np.maximum(d_c, 1e-300))[:, None]
         slot = np.searchsorted(uniq, np.maximum(keys, 0))
-        dist = np.where(keys >= 0, ((q[None] - foot[slot]) * normal[slot]).sum(-1), 0.0)
+        fs, ns = foot[slot], normal[slot]
+        dist = (q[None, :, 0] - fs[..., 0]) * ns[..., 0] + (q[None, :, 1] - fs[..., 1]) * ns[..., 1]
+        absent = keys < 0
+        dist[absent] = 0.0
         at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
-        dist = np.where(at_centre[None] & (keys >= 0), (sign * d_c)[slot], dist)
+        exact = at_centre[None] & ~absent
+        dist[exact] = (sign * d_c)[slot[exact]]
         da, db = dist[1], dist[2]
         zz = np.stack([z[np.maximum(r, 0)] for r in roles])
         pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
-        has_prev, has_next = (roles[0] >= 0)[:, None], (roles[3] >= 0)[:, None]
-        pp = np.where(has_prev, pp, 2 * p0 - p1)  # stand-ins where absent (not used)
-        pn = np.where(has_next, pn, 2 * p1 - p0)
-        chord = _unit(p1 - p0)
-        t0 = np.where(has_prev, _circle_tangent(pp, p0, p1), np.where(has_next, _end_tangent(p0, p1, pn), chord))
-        t1 = np.where(has_next, _circle_tangent(p0, p1, pn), np.where(has_prev, -_end_tangent(p1, p0, pp), chord))
+        no_prev, no_next = np.flatnonzero(roles[0] < 0), np.flatnonzero(roles[3] < 0)
+        pp[no_prev] = 2 * p0[no_prev] - p1[no_prev]  # stand-ins where absent (not used)
+        pn[no_next] = 2 * p1[no_next] - p0[no_next]
+        t0 = _circle_tangent(pp, p0, p1)
+        t1 = _circle_tangent(p0, p1, pn)
+        # a run's first or last gap: the circle through its three points there, else the chord
+        for t, ends, end in ((t0, no_prev, lambda i: _end_tangent(p0[i], p1[i], pn[i])),
+                             (t1, no_next, lambda i: -_end_tangent(p1[i], p0[i], pp[i]))):
+            if ends.size:
+                lone = (roles[0][ends] < 0) & (roles[3][ends] < 0)  # a run of two planes
+                t[ends] = np.where(lone[:, None], _unit(p1[ends] - p0[ends]), end(ends))
         length, centre_z, keep_a = (np.empty(len(p0)) for _ in range(3))
         for s0 in range(0, len(p0), CURVE_CHUNK):
             sl = slice(s0, s0 + CURVE_CHUNK)

@@ -28,19 +28,23 @@ __all__ = ["centers_inside", "centers_inside_stack", "coverage"]
 
 def _segments(rings: Sequence[NDArray[np.float64]]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Start and end points (M, 2) of every ring edge, rings closed implicitly."""
-    starts, ends = [], []
+    parts = []
     for ring in rings:
         r = np.asarray(ring, dtype=np.float64)
         if len(r) < 2:
             continue
-        if np.array_equal(r[0], r[-1]):
+        if r[0, 0] == r[-1, 0] and r[0, 1] == r[-1, 1]:
             r = r[:-1]
-        starts.append(r)
-        ends.append(np.roll(r, -1, axis=0))
-    if not starts:
+        parts.append(r)
+    if not parts:
         empty = np.empty((0, 2))
         return empty, empty
-    return np.concatenate(starts), np.concatenate(ends)
+    starts = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    sizes = np.array([len(r) for r in parts])
+    nxt = np.arange(1, len(starts) + 1)  # each vertex's successor on its ring
+    last = np.cumsum(sizes) - 1
+    nxt[last] = last - sizes + 1
+    return starts, starts[nxt]
 
 
 def _integer_crossings(a0: NDArray, a1: NDArray, lo: int, hi: int) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
@@ -136,9 +140,8 @@ def coverage(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int], momen
     acc_x -= np.bincount(here + 1, weights=mx_in, minlength=R * width)
     m_y = np.cumsum(acc_y.reshape(R, width), axis=1)[:, :C]
     m_x = np.cumsum(acc_x.reshape(R, width), axis=1)[:, :C]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        oy = np.where(cov != 0, m_y / cov, 0.0)
-        ox = np.where(cov != 0, m_x / cov, 0.0)
+    inv = np.divide(1.0, cov, out=np.zeros(cov.shape), where=cov != 0)
+    oy, ox = m_y * inv, m_x * inv
     return np.clip(np.abs(cov), 0.0, 1.0), np.clip(oy, -0.5, 0.5), np.clip(ox, -0.5, 0.5)
 
 

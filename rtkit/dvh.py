@@ -384,15 +384,14 @@ def _spread_cumulative(d: NDArray, w: NDArray, half: NDArray, edges: NDArray) ->
         below += np.cumsum(np.bincount(k, weights=w[point], minlength=n + 1)[:n])
     ramp = ~point
     if ramp.any():
-        dr, wr, hr = d[ramp], w[ramp], half[ramp]
+        dr, wr, hr = (d, w, half) if ramp.all() else (d[ramp], w[ramp], half[ramp])
         c = wr / (2 * hr)
+        ext = np.append(edges, edges[-1] + width)  # index n: beyond the last edge (dropped)
         # volume below e = sum c * ((e - a)_+ - (e - b)_+) with a = d - half, b = d + half
-        for pos, sign in ((dr - hr, 1.0), (dr + hr, -1.0)):
+        for pos, cc in ((dr - hr, c), (dr + hr, -c)):
             k = np.clip(np.floor(pos / width).astype(np.int64) + 1, 0, n)  # first edge at or above pos
-            inside = k < n
-            kk, cc, pp = k[inside], sign * c[inside], pos[inside]
-            offset = np.bincount(kk, weights=cc * (edges[kk] - pp), minlength=n)
-            slope = np.bincount(kk, weights=cc, minlength=n)
+            offset = np.bincount(k, weights=cc * (ext[k] - pos), minlength=n + 1)[:n]
+            slope = np.bincount(k, weights=cc, minlength=n + 1)[:n]
             s_cum = np.cumsum(slope)
             below += np.cumsum(offset + width * np.concatenate([[0.0], s_cum[:-1]]))
     return np.maximum(w.sum() - below, 0.0)

@@ -136,14 +136,14 @@ class _Stack:
         return np.array([p.hi for p in self.planes])
 
 
-def _newell(points: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Newell's normal of a polygon: direction = normal, length = 2 * area."""
-    nxt = np.roll(points, -1, axis=0)
-    return np.array([
-        np.sum((points[:, 1] - nxt[:, 1]) * (points[:, 2] + nxt[:, 2])),
-        np.sum((points[:, 2] - nxt[:, 2]) * (points[:, 0] + nxt[:, 0])),
-        np.sum((points[:, 0] - nxt[:, 0]) * (points[:, 1] + nxt[:, 1])),
-    ])
+def _newell(centred: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Newell's normal of a polygon given about its centroid: direction = normal, length = 2 * area.
+
+    Newell's sums reduce to the sum of the cross products of consecutive vertices; about the
+    centroid that sum does not lose digits to coordinates far from the origin.
+    """
+    a, b = centred, np.concatenate([centred[1:], centred[:1]])
+    return (a[:, [1, 2, 0]] * b[:, [2, 0, 1]] - a[:, [2, 0, 1]] * b[:, [1, 2, 0]]).sum(axis=0)
 
 
 def _contour_normal(points: NDArray[np.float64]) -> NDArray[np.float64] | None:
@@ -152,13 +152,14 @@ def _contour_normal(points: NDArray[np.float64]) -> NDArray[np.float64] | None:
     Newell's normal where the polygon has net area; the best-fit plane (SVD)
     where signed areas cancel (a symmetric bow-tie).
     """
-    nv = _newell(points)
     centred = points - points.mean(axis=0)
-    extent2 = float(np.sum(centred**2)) / len(points)
+    extent2 = float(np.einsum("ij,ij->", centred, centred)) / len(points)
     if extent2 == 0:
         return None
-    if np.linalg.norm(nv) > 1e-6 * extent2:
-        return nv / np.linalg.norm(nv)
+    nv = _newell(centred)
+    length = float(np.sqrt(nv @ nv))
+    if length > 1e-6 * extent2:
+        return nv / length
     _, sv, vt = np.linalg.svd(centred, full_matrices=False)
     if sv[1] <= 1e-9 * sv[0]:
         return None

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
@@ -301,7 +301,7 @@ def test_dvhs_on_threads_gives_the_same_dvhs(tmp_path):
 
 def test_chunking_does_not_change_the_dvh(monkeypatch):
     """The smooth engine splits its work (gap chunks sharing plane coverage and edge distances,
-    edge trees per block of planes, wholly covered columns cut into pieces and sampled in chunks)
+    edge trees per block of planes, wholly covered columns sampled a few slices at a time)
     only to bound memory: with every split forced small the DVH is the one computed in one go."""
     from rtkit import _dvh_engine as engine
 
@@ -312,12 +312,10 @@ def test_chunking_does_not_change_the_dvh(monkeypatch):
     dose = _linear_dose(grid, (0.3, 0.2, 1.0), 30.0)
     monkeypatch.setattr(engine, "GAP_CHUNK_CELLS", 10**9)
     monkeypatch.setattr(engine, "FULL_CHUNK_PIECES", 10**9)
-    monkeypatch.setattr(engine, "COLUMN_PIECES", 10**6)
     monkeypatch.setattr(engine._Boundaries, "BLOCK_POINTS", 10**9)
     whole = rtkit.dvh(dose, sph)
     monkeypatch.setattr(engine, "GAP_CHUNK_CELLS", 1)  # one gap per chunk
     monkeypatch.setattr(engine, "FULL_CHUNK_PIECES", 7)
-    monkeypatch.setattr(engine, "COLUMN_PIECES", 2)
     monkeypatch.setattr(engine._Boundaries, "BLOCK_POINTS", 50)  # about one plane per edge tree
     split = rtkit.dvh(dose, sph)
     assert split.volume_cc == pytest.approx(whole.volume_cc, rel=1e-12)
@@ -326,20 +324,40 @@ def test_chunking_does_not_change_the_dvh(monkeypatch):
     np.testing.assert_allclose(split.volumes, whole.volumes, rtol=1e-9, atol=1e-12)
 
 
-@given(st.lists(st.tuples(st.floats(-3, 40), st.floats(0, 30)), min_size=1, max_size=20),
-       st.integers(1, 9))
-def test_split_columns_keeps_each_column_and_its_cuts(cols, most):
-    from rtkit._dvh_engine import _split_columns
+@settings(max_examples=40, deadline=None)
+@example([(39, -2.0, 16.0), (5, 0.3, 9.4), (5, 9.4, 1.0), (44, 2.0, 3.0)], True)  # NaN, off-grid, touching
+@given(st.lists(st.tuples(st.integers(0, 59), st.floats(-3, 14), st.floats(0, 12)), min_size=1, max_size=25),
+       st.booleans())
+def test_whole_columns_are_the_depth_pieces_of_each_column(cols, holes):
+    """The table-driven sampling of wholly covered columns gives the samples that splitting each
+    column at the dose slices gives (_depth_samples, the general path): the same volume, dose x
+    volume, extremes and cumulative histogram; columns beyond the grid and NaN doses included."""
+    from rtkit import _dvh_engine as engine
 
-    ka = np.array([a for a, _ in cols])
-    kb = ka + np.array([w for _, w in cols])
-    pix = np.arange(len(cols)) * 10
-    p, lo, hi = _split_columns(pix, ka, kb, most)
-    for i in range(len(cols)):
-        mine = p == pix[i]
-        a, b = lo[mine], hi[mine]
-        assert a[0] == ka[i] and b[-1] == kb[i]  # the column, in order, without gaps
-        np.testing.assert_array_equal(a[1:], b[:-1])
-        assert np.all(b >= a)
-        assert np.all(a[1:] == np.round(a[1:]))  # cut at whole slice indices only
-        assert np.all(np.floor(b - 1e-9) - np.ceil(a) + 1 <= most)  # at most `most` pieces between cuts
+    grid = Grid.from_spacing((12, 6, 10), (2.5, 2.0, 1.5), origin=(-7.0, -5.0, -3.0), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0.3, 0.2, 1.0), 5.0)
+    arr = np.asarray(dose.array, dtype=np.float32).copy()
+    arr += np.random.default_rng(len(cols)).uniform(0, 0.5, arr.shape).astype(np.float32)  # not linear
+    if holes:
+        arr[3, 2, 4] = np.nan  # a resampled dose outside its original grid
+    stack = _circle_stack(lambda z: 4.0, np.array([0.0]))._stack
+    fr = engine._Frame.of(grid, stack)
+    lat = engine._Lattice(np.array([-1.5, -1.5]), np.array([1, 2]), (6, 10), fr.pixel_area / 2.0)  # some pixels off-grid
+    # columns of one pixel must not overlap: keep the first of overlapping ones
+    taken: dict[int, list[tuple[float, float]]] = {}
+    pix, ka, kb = [], [], []
+    for p, a, w in cols:
+        if all(a + w <= lo or a >= hi for lo, hi in taken.get(p, [])):
+            taken.setdefault(p, []).append((a, a + w))
+            pix.append(p), ka.append(a), kb.append(a + w)
+    pix, ka, kb = np.array(pix, dtype=np.intp), np.array(ka), np.array(kb)
+    fast = engine.Histogram(0.01, 20.0)
+    engine._whole_columns(arr, fr, lat, pix, ka, kb, fast)
+    slow = engine.Histogram(0.01, 20.0)
+    r, c = lat.to_rc((pix // 10).astype(np.float64), (pix % 10).astype(np.float64))
+    slow.add(engine._depth_samples(arr, fr, r, c, np.full(len(pix), lat.pixel_area), ka, kb, lat.f))
+    assert fast.total == pytest.approx(slow.total, rel=1e-12, abs=1e-15)
+    assert fast.outside_cc == pytest.approx(slow.outside_cc, rel=1e-12, abs=1e-15)
+    assert fast.dose_volume == pytest.approx(slow.dose_volume, rel=1e-12, abs=1e-15)
+    assert (fast.dmin, fast.dmax) == (slow.dmin, slow.dmax)
+    np.testing.assert_allclose(fast.cum, slow.cum, rtol=1e-10, atol=1e-12 * slow.total)  # round-off of the sums
