@@ -8,19 +8,31 @@ where ``E`` is the evaluated dose, interpolated trilinearly between its voxel
 centres, ``dd`` the distance criterion (mm) and ``dD`` the dose criterion (a
 percentage of the normalisation dose, or of ``R(r)`` for local gamma).
 
-The search (docs/gamma.md has the details):
+The search (docs/gamma.md has the details) is a branch and bound over the
+cells of the evaluated grid (the boxes between 8 neighbouring voxel centres,
+in each of which the dose is trilinear), per reference point, in the evaluated
+grid's index space with distances scaled by its spacing per axis:
 
-1. a lower bound for every point from the range of the evaluated dose within
-   the search radius (a minimum/maximum filter): points whose dose difference
-   alone exceeds the bound need no search;
-2. a lattice of offsets with step ``resolution`` (default distance / 10), in
-   order of distance, each point leaving the search once the distance alone
-   (plus its dose bound) cannot beat its best value;
-3. from the best lattice offset, Gauss-Newton steps on the continuous
-   trilinear dose (step limited to the lattice step), kept when they lower
-   gamma: the minimum is then found to far better than the lattice step, also
-   in steep gradients where the lattice alone is off by up to
-   ``|grad E| * step / dD``.
+1. the cell holding the point (the nearest one if the point is outside the
+   grid): the minimum of ``|x - r|^2 / dd^2 + (E(x) - R)^2 / dD^2`` over that
+   cell, by projected Gauss-Newton from the point itself (coordinates held on
+   a face where the descent leaves the cell, so minima on faces, edges and
+   corners, the kinks of the trilinear dose, are found), continued by damped
+   Newton where it does not settle.  This is the point's first best value;
+2. the other cells within ``max_gamma * dd``, ring by ring around that cell
+   (face, edge and corner neighbours first), each with a lower bound: its
+   distance from the point, plus the dose term of the dose range over the
+   part of the cell within the best value's reach (a trilinear dose takes its
+   extremes at a box's corners).  Only cells whose bound is below the point's
+   best value are minimised; a point leaves the search once no further ring
+   can come close enough.
+
+So gamma is the minimum over every cell in reach, each minimised to the
+tolerance ``resolution`` (no lattice): exact wherever the objective has a
+single minimum in each cell.  A cell can hold two only where the dose bends
+strongly inside it (voxel-scale structure, such as noise, of the order of the
+dose criterion); the local descent may then settle in the higher one
+(docs/gamma.md, accuracy).
 
 Values at or above ``max_gamma`` are reported as ``max_gamma``.
 """
@@ -33,7 +45,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from .errors import FrameOfReferenceError, GeometryError, warn
 from .geometry import Grid
@@ -43,9 +54,11 @@ __all__ = ["GammaResult", "gamma"]
 log = logging.getLogger("rtkit.gamma")
 
 POINT_CHUNK = 50_000  # reference points per chunk
-BATCH_VALUES = 1_500_000  # (point, offset) pairs evaluated at once: bounds the memory
-REFINE_STEPS = 6
-COMPASS_LEVELS = 4  # compass search: steps of 1/2 .. 1/16 of the lattice step
+PAIR_BATCH = 1_000_000  # (point, cell) distance bounds evaluated at once: bounds the memory
+CELL_BATCH = 32_768  # (point, cell) minimisations run at once (cache-sized arrays)
+GN_STEPS = 8  # Gauss-Newton steps per (point, cell); unsettled rows go on with damped Newton
+NEWTON_STEPS = 200  # damped Newton steps at most
+HALVINGS = 4  # Gauss-Newton step halvings when a step does not lower the objective
 
 
 @dataclass
@@ -64,7 +77,8 @@ class GammaResult:
     normalization_gy : float
         The global normalisation dose (Gy; the reference maximum unless given).
     resolution_mm : float
-        The search lattice step (mm).
+        The convergence tolerance of the minimisation inside each evaluated
+        cell (mm).
     """
 
     array: NDArray[np.float32]
@@ -131,75 +145,55 @@ class GammaResult:
 
 
 class _Evaluated:
-    """Trilinear evaluated dose in its own index space; singleton axes are a plane (no search)."""
+    """The evaluated dose in its own index space: the cells between its voxel centres, in which
+    the dose is trilinear.  A singleton axis is a plane: no cells (and no search) along it."""
 
     def __init__(self, array: NDArray[Any], grid: Grid) -> None:
-        self.arr = np.ascontiguousarray(array, dtype=np.float32)
-        self.shape = np.array(self.arr.shape)
-        self.flat = self.arr.reshape(-1)
-        self.strides = np.array([self.shape[1] * self.shape[2], self.shape[2], 1])
+        arr = np.asarray(array)
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        self.flat = np.ascontiguousarray(arr).reshape(-1)
+        self.shape = np.array(arr.shape)
         self.spacing = np.asarray(grid.spacing, dtype=np.float64)
         self.active = self.shape > 1
         self.inverse = grid.inverse_affine
+        self.last_cell = np.where(self.active, self.shape - 2, 0)  # cells 0 .. n - 2 along an axis
+        strides = np.array([self.shape[1] * self.shape[2], self.shape[2], 1])
+        self.strides = strides
+        step = np.where(self.active, strides, 0)
+        # flat offsets of a cell's 8 corners from its first one, corner (i, j, k) at 4 i + 2 j + k
+        self.corner = np.array([i * step[0] + j * step[1] + k * step[2]
+                                for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.intp)
 
-    def values(self, p: NDArray[np.float64], gradient: bool = False
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-        """Dose at (..., 3) index points (NaN outside ``[0, n - 1]``) and, optionally, its gradient
-        per mm along the grid axes."""
-        shape = self.shape
-        ok = np.ones(p.shape[:-1], dtype=bool)
-        lo = np.empty(p.shape, dtype=np.intp)
-        t = np.empty(p.shape)
-        for a in range(3):
-            pa = p[..., a]
-            if self.active[a]:
-                ok &= (pa >= 0.0) & (pa <= shape[a] - 1)
-                pa = np.where(np.isfinite(pa), pa, 0.0)
-                i0 = np.clip(np.floor(pa), 0, shape[a] - 2).astype(np.intp)
-                lo[..., a] = i0
-                t[..., a] = pa - i0
-            else:
-                ok &= np.abs(pa) <= 0.5 + 1e-6
-                lo[..., a] = 0
-                t[..., a] = 0.0
-        base = lo[..., 0] * self.strides[0] + lo[..., 1] * self.strides[1] + lo[..., 2]
-        base = np.where(ok, base, 0)
-        step = [self.strides[a] if self.active[a] else 0 for a in range(3)]
-        f = self.flat
-        c = {}
-        for i in (0, 1):
-            for j in (0, 1):
-                for k in (0, 1):
-                    c[i, j, k] = f[base + i * step[0] + j * step[1] + k * step[2]].astype(np.float64)
-        tz, ty, tx = t[..., 0], t[..., 1], t[..., 2]
-        c00 = c[0, 0, 0] + tx * (c[0, 0, 1] - c[0, 0, 0])
-        c01 = c[0, 1, 0] + tx * (c[0, 1, 1] - c[0, 1, 0])
-        c10 = c[1, 0, 0] + tx * (c[1, 0, 1] - c[1, 0, 0])
-        c11 = c[1, 1, 0] + tx * (c[1, 1, 1] - c[1, 1, 0])
-        c0 = c00 + ty * (c01 - c00)
-        c1 = c10 + ty * (c11 - c10)
-        v = np.where(ok, c0 + tz * (c1 - c0), np.nan)
-        if not gradient:
-            return v, None
-        g = np.empty(p.shape)
-        g[..., 0] = (c1 - c0) / self.spacing[0]
-        g[..., 1] = ((1 - tz) * (c01 - c00) + tz * (c11 - c10)) / self.spacing[1]
-        g[..., 2] = ((1 - tz) * ((1 - ty) * (c[0, 0, 1] - c[0, 0, 0]) + ty * (c[0, 1, 1] - c[0, 1, 0]))
-                     + tz * ((1 - ty) * (c[1, 0, 1] - c[1, 0, 0]) + ty * (c[1, 1, 1] - c[1, 1, 0]))) / self.spacing[2]
-        g *= self.active  # no gradient across a plane
-        return v, g
+    def corners(self, cells: NDArray[np.intp]) -> NDArray[np.float64]:
+        """Dose at the 8 corners of cells (M, 3) (first-corner index), as (8, M) float64."""
+        base = cells @ self.strides
+        return self.flat[self.corner[:, None] + base[None, :]].astype(np.float64, copy=False)
 
 
-def _offsets(ev: _Evaluated, radius_mm: float, step_mm: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Lattice offsets (mm along the evaluated axes) within ``radius_mm``, nearest first."""
-    n = int(np.floor(radius_mm / step_mm + 1e-9))
-    axes = [np.arange(-n, n + 1) * step_mm if ev.active[a] else np.zeros(1) for a in range(3)]
+def _rings(ev: _Evaluated, radius_mm: float, inv_dta2: float
+           ) -> tuple[NDArray[np.intp], list[tuple[int, NDArray[np.intp]]]]:
+    """The largest offset per axis and the cells that can lie within ``radius_mm`` of a point, as
+    offsets from the cell holding it, in rings: ring k holds the offsets whose largest component
+    is k (k = 1, 2, ...); ring 1 in three groups (the face, edge and corner neighbours)."""
+    reach = np.array([int(np.ceil(radius_mm / ev.spacing[a])) + 1 if ev.active[a] else 0 for a in range(3)])
+    count = np.prod(2 * reach + 1)
+    if count > 5_000_000:
+        raise ValueError(f"the search would visit up to {count:.3g} evaluated cells per point (radius "
+                         f"{radius_mm:g} mm); use a smaller max_gamma")
+    axes = [np.arange(-k, k + 1) for k in reach]
     o = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    d = np.sqrt((o * o).sum(axis=1))
-    keep = d <= radius_mm + 1e-9
-    o, d = o[keep], d[keep]
-    order = np.argsort(d, kind="stable")
-    return o[order], d[order]
+    gap = np.maximum(np.abs(o) - 1, 0) * ev.spacing  # the nearest such a cell can be (mm)
+    o = o[(gap * gap).sum(axis=1) * inv_dta2 <= radius_mm * radius_mm * inv_dta2 * (1 + 1e-12)]
+    ring = np.abs(o).max(axis=1)
+    sides = (o != 0).sum(axis=1)  # within ring 1: faces, then edges, then corners (nearest first)
+    groups = []
+    for k in range(1, int(reach.max()) + 1):
+        for s in ((1, 2, 3) if k == 1 else (None,)):
+            g = o[(ring == k) & ((sides == s) if s else True)]
+            if len(g):
+                groups.append((k, g.astype(np.intp)))
+    return reach, groups
 
 
 def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: float = 3, *,
@@ -232,8 +226,10 @@ def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: 
     normalization : float, optional
         Global normalisation dose (Gy); default the reference maximum.
     resolution : float, optional
-        Search lattice step (mm); default ``distance_mm / 10``.  Continuous
-        refinement follows, so gamma is not limited to the lattice.
+        Convergence tolerance (mm) of the minimisation inside each evaluated
+        cell: a cell's search stops once its step is shorter than this;
+        default ``distance_mm / 1000``.  The search is continuous (no
+        lattice), so gamma is not limited to a step.
 
     Returns
     -------
@@ -246,7 +242,7 @@ def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: 
     GeometryError
         The evaluated grid has non-orthogonal (sheared) axes.
     ValueError
-        Non-positive criteria or normalisation.
+        Non-positive criteria, resolution or normalisation.
     """
     if dose_percent <= 0 or distance_mm <= 0 or max_gamma <= 0:
         raise ValueError("dose_percent, distance_mm and max_gamma must be positive")
@@ -258,29 +254,24 @@ def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: 
             "both in one frame (resample one with its registration first)")
     if not eg.is_orthogonal:
         raise GeometryError("the evaluated dose grid has sheared axes; resample it onto an orthogonal grid first")
-    ref = np.asarray(reference.array, dtype=np.float64)
+    ref = np.asarray(reference.array)
+    if ref.dtype not in (np.float32, np.float64):
+        ref = ref.astype(np.float64)
     norm = float(np.nanmax(ref)) if normalization is None else float(normalization)
     if not np.isfinite(norm) or norm <= 0:
         raise ValueError(f"the normalisation dose must be positive, got {norm}")
-    step = float(resolution) if resolution is not None else distance_mm / 10.0
-    if step <= 0:
+    tol = float(resolution) if resolution is not None else distance_mm / 1000.0
+    if not tol > 0:
         raise ValueError("resolution must be positive")
     ev = _Evaluated(evaluated.array, eg)
     radius = max_gamma * distance_mm
-    lattice = np.prod([2 * radius / step + 1 if ev.active[k] else 1 for k in range(3)])
-    if lattice > 20_000_000:
-        raise ValueError(f"the search lattice would have about {lattice:.3g} offsets (radius {radius:g} mm at "
-                         f"{step:g} mm); use a smaller max_gamma or a larger resolution")
-    offsets, dist = _offsets(ev, radius, step)
-    # dose range of the evaluated dose within the search radius of every evaluated node
-    half = [int(np.ceil(radius / ev.spacing[k])) + 1 if ev.active[k] else 0 for k in range(3)]
-    size = [2 * h + 1 for h in half]
-    emin = ndimage.minimum_filter(ev.arr, size=size, mode="nearest")
-    emax = ndimage.maximum_filter(ev.arr, size=size, mode="nearest")
+    inv_dta2 = 1.0 / (distance_mm * distance_mm)
+    reach, rings = _rings(ev, radius, inv_dta2)
 
     out = np.full(rg.shape, np.nan, dtype=np.float32)
     flat_ref = ref.reshape(-1)
-    idx = np.flatnonzero(np.isfinite(flat_ref) & (flat_ref >= lower_cutoff_percent / 100.0 * norm))
+    with np.errstate(invalid="ignore"):
+        idx = np.flatnonzero(flat_ref >= lower_cutoff_percent / 100.0 * norm)  # NaN compares False
     # reference index -> evaluated index
     m = ev.inverse @ rg.affine
     unreachable = 0
@@ -288,9 +279,9 @@ def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: 
         sel = idx[c0:c0 + POINT_CHUNK]
         kji = np.column_stack(np.unravel_index(sel, rg.shape)).astype(np.float64)
         p = kji @ m[:3, :3].T + m[:3, 3]
-        r = flat_ref[sel]
+        r = flat_ref[sel].astype(np.float64)
         dd = (dose_percent / 100.0) * (r if local else np.full_like(r, norm))
-        g2, found = _search(ev, p, r, dd, distance_mm, max_gamma, offsets, dist, emin, emax, step)
+        g2, found = _search(ev, p, r, 1.0 / (dd * dd), inv_dta2, max_gamma * max_gamma, reach, rings, tol)
         unreachable += int(np.count_nonzero(~found))
         vals = np.where(found, np.sqrt(np.minimum(g2, max_gamma ** 2)), np.nan)
         out.reshape(-1)[sel] = vals.astype(np.float32)
@@ -298,156 +289,351 @@ def gamma(reference: Any, evaluated: Any, dose_percent: float = 3, distance_mm: 
         warn(f"gamma: {unreachable} reference voxel(s) above the cutoff have no evaluated dose within "
              f"{radius:g} mm (outside the evaluated grid); left NaN", log)
     return GammaResult(out, rg, float(dose_percent), float(distance_mm), bool(local), float(lower_cutoff_percent),
-                       float(max_gamma), norm, step)
+                       float(max_gamma), norm, tol)
 
 
-def _search(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], dd: NDArray[np.float64],
-            dta: float, max_gamma: float, offsets: NDArray[np.float64], dist: NDArray[np.float64],
-            emin: NDArray[np.float32], emax: NDArray[np.float32], step: float
+def _search(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: NDArray[np.float64],
+            inv_dta2: float, cap: float, reach: NDArray[np.intp], rings: list[tuple[int, NDArray[np.intp]]],
+            tol: float
             ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Squared gamma of points ``p`` (evaluated index coordinates) with reference doses ``r`` and dose
-    criteria ``dd``; and whether any evaluated dose lay within reach."""
+    """Squared gamma (at most ``cap``) of points ``p`` (evaluated index coordinates, (N, 3)) with
+    reference doses ``r`` and dose weights ``wd`` (1 / dose criterion^2); and whether any evaluated
+    dose lies within reach.  Branch and bound over the evaluated cells (module docstring)."""
     n = len(p)
-    inv_dta2 = 1.0 / (dta * dta)
-    inv_dd2 = 1.0 / (dd * dd)
-    cap = max_gamma * max_gamma
-    # lower bound: dose difference to the evaluated range around the nearest node
-    node = np.clip(np.rint(p), 0, ev.shape - 1).astype(np.intp)
-    flat_node = node[:, 0] * ev.strides[0] + node[:, 1] * ev.strides[1] + node[:, 2]
-    lo, hi = emin.reshape(-1)[flat_node], emax.reshape(-1)[flat_node]
-    lb2 = np.maximum(0.0, np.maximum(lo - r, r - hi)) ** 2 * inv_dd2
-    v0, _ = ev.values(p)  # the zero offset
-    f0 = (v0 - r) ** 2 * inv_dd2
-    found = np.isfinite(f0)
-    best = np.where(found, np.minimum(f0, cap), cap)
-    best_o = np.zeros((n, 3))
-    scale = 1.0 / ev.spacing  # mm along an axis -> index units
-    lo_index = np.where(ev.active, 0.0, -np.inf)
-    hi_index = np.where(ev.active, ev.shape - 1.0, np.inf)
-    # a first Gauss-Newton descent from the point itself: where the doses agree well this gives a
-    # tight bound at once, and the lattice search below stops after a few shells
-    pre = np.flatnonzero(found & (best < cap))
-    for s0 in range(0, pre.size, BATCH_VALUES // 8):
-        k = pre[s0:s0 + BATCH_VALUES // 8]
-        fk, o = _refine(ev, p[k], r[k], inv_dd2[k], inv_dta2, np.zeros((len(k), 3)), scale, lo_index, hi_index)
-        keep = fk < best[k]
-        best[k[keep]], best_o[k[keep]] = fk[keep], o[keep]
-    start_score = best.copy()
-    start_o = best_o.copy()
-    # points whose search ball misses the evaluated grid's box have nothing to compare with
-    gap = np.where(ev.active, np.maximum(0.0, np.maximum(-p, p - (ev.shape - 1))) * ev.spacing, 0.0)
-    reachable = (gap * gap).sum(axis=1) <= (max_gamma * dta) ** 2
-    todo = np.flatnonzero(((lb2 < best) | ~found) & reachable)
-    start = 1 if len(offsets) and dist[0] == 0 else 0
-    while todo.size and start < len(offsets):
-        batch = max(1, BATCH_VALUES // todo.size)
-        o = offsets[start:start + batch]
-        d2 = dist[start:start + batch] ** 2 * inv_dta2
-        start += len(o)
-        q = p[todo, None, :] + (o * scale)[None, :, :]
-        v, g = ev.values(q, gradient=True)
-        wd = inv_dd2[todo, None]
-        f = d2[None, :] + (v - r[todo, None]) ** 2 * wd
-        ok = np.isfinite(f)
-        found[todo] |= ok.any(axis=1)
-        f = np.where(ok, f, np.inf)
-        j = np.argmin(f, axis=1)
-        rows = np.arange(todo.size)
-        fj = f[rows, j]
-        better = fj < best[todo]
-        best[todo[better]] = fj[better]
-        best_o[todo[better]] = o[j[better]]
-        # where to refine from: the lattice offset whose linearised gamma (the minimum of the dose's
-        # tangent plane there, if that lies within two lattice steps) is lowest; in steep gradients
-        # the lattice values themselves mostly measure how close a lattice point falls to the isodose
-        c = v - r[todo, None] - (g * o[None]).sum(axis=-1)
-        lam = -(wd * c / (inv_dta2 + wd * (g * g).sum(axis=-1)))
-        target = lam[..., None] * g
-        near = ((target - o[None]) ** 2).sum(axis=-1) <= (2.0 * step) ** 2
-        score = np.where(ok & near, (target * target).sum(axis=-1) * inv_dta2 + (c + (g * target).sum(axis=-1)) ** 2
-                         * wd, f)
-        js = np.argmin(score, axis=1)
-        sj = score[rows, js]
-        take = sj < start_score[todo]
-        start_score[todo[take]] = sj[take]
-        start_o[todo[take]] = np.where(near[rows, js][take, None], target[rows, js][take], o[js[take]])
-        if start < len(offsets):  # points that the farther offsets can still improve
-            nxt = dist[start] ** 2 * inv_dta2
-            todo = todo[nxt + lb2[todo] < best[todo]]
-    # continuous refinement: Gauss-Newton on the trilinear dose, from the linearised best start and
-    # from the best lattice offset, each step halved until it lowers gamma (at most three times)
-    ref_pts = np.flatnonzero(found & (best < cap))
-    for s0 in range(0, ref_pts.size, BATCH_VALUES // 8):
-        k = ref_pts[s0:s0 + BATCH_VALUES // 8]
-        for first in (start_o[k], best_o[k]):
-            fk, o = _refine(ev, p[k], r[k], inv_dd2[k], inv_dta2, first.copy(), scale, lo_index, hi_index)
-            keep = fk < best[k]
-            best[k[keep]], best_o[k[keep]] = fk[keep], o[keep]
-        fk, o = _compass(ev, p[k], r[k], inv_dd2[k], inv_dta2, best_o[k].copy(), best[k].copy(), scale,
-                         lo_index, hi_index, step)
-        best[k], best_o[k] = fk, o
+    act = ev.active
+    spacing = ev.spacing
+    last = ev.last_cell
+    cell = np.clip(np.floor(np.where(act, p, 0.0)), 0, last).astype(np.intp)
+    # reachable: the evaluated grid's box within the search radius (a plane: within half a voxel of it)
+    gap = np.where(act, np.maximum(0.0, np.maximum(-p, p - (ev.shape - 1))) * spacing, 0.0)
+    found = ((gap * gap).sum(axis=1) * inv_dta2 <= cap * (1 + 1e-12)) & np.all(
+        act | (np.abs(p) <= 0.5 + 1e-6), axis=1)
+    best = np.full(n, float(cap))
+    ws = spacing * spacing * inv_dta2  # squared gamma distance term per index unit^2, per axis
+    ctx = _Context(ev, p, r, wd, best, ws, tol / spacing)
+    todo = np.flatnonzero(found)
+    _visit(ctx, todo, cell[todo], np.zeros(todo.size), False)  # the cell holding the point (or the nearest one)
+    # the other cells, ring by ring; the distance term of a cell from per-axis tables.  The distance
+    # (index units) from each point to the nearer face of its cell along each axis (or to the cell)
+    inside = np.maximum(0.0, np.maximum(cell - p, p - cell - 1))
+    face = np.maximum(np.minimum(np.maximum(p - cell, 0.0), np.maximum(cell + 1 - p, 0.0)), inside)
+    near = np.cumsum(np.sort(np.where(act, face * face * ws, np.inf), axis=1), axis=1)
+    ring = 0
+    for k, offs in rings:
+        if k != ring:  # no cell of ring k (or beyond) is nearer than k - 1 cells beyond the nearest face
+            ring = k
+            todo = todo[np.where(act, (face[todo] + (k - 1)) ** 2 * ws, np.inf).min(axis=1) < best[todo]]
+        if not todo.size:
+            break
+        # within ring 1: the edge (corner) neighbours are beyond two (three) faces
+        sel = todo if k > 1 else todo[near[todo, int(np.count_nonzero(offs[0])) - 1] < best[todo]]
+        for s0 in range(0, sel.size, max(1, PAIR_BATCH // len(offs))):
+            tk = sel[s0:s0 + max(1, PAIR_BATCH // len(offs))]
+            pt, ct = p[tk], cell[tk]
+            d2 = np.zeros((tk.size, len(offs)))
+            for a in range(3):
+                if not act[a]:
+                    continue
+                span = min(k, int(reach[a]))
+                lo_a = ct[:, a, None] + np.arange(-span, span + 1)[None, :]  # candidate cells
+                g = np.maximum(0.0, np.maximum(lo_a - pt[:, a, None], pt[:, a, None] - lo_a - 1))
+                tab = np.where((lo_a >= 0) & (lo_a <= last[a]), g * g * ws[a], np.inf)  # (T, 2 span + 1)
+                d2 += tab[:, offs[:, a] + span]
+            ti, oi = np.nonzero(d2 < best[tk, None])
+            if ti.size:
+                _visit(ctx, tk[ti], ct[ti] + offs[oi], d2[ti, oi], True)
     return best, found
 
 
-def _refine(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: NDArray[np.float64], inv_dta2: float,
-            o: NDArray[np.float64], scale: NDArray[np.float64], lo_index: NDArray[np.float64],
-            hi_index: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Gauss-Newton from offsets ``o`` (mm): squared gamma reached and the offsets."""
-    def value_at(rows: NDArray[np.intp], off: NDArray[np.float64]) -> NDArray[np.float64]:
-        v, _ = ev.values(p[rows] + off * scale)
-        f = (off * off).sum(axis=1) * inv_dta2 + (v - r[rows]) ** 2 * wd[rows]
-        return np.where(np.isfinite(f), f, np.inf)
+@dataclass
+class _Context:
+    """What the cell visits of one chunk of points share."""
 
-    fk = value_at(np.arange(len(o)), o)
-    live = np.isfinite(fk)
-    for _ in range(REFINE_STEPS):
-        if not live.any():
-            break
-        here = p + o * scale
-        v, g = ev.values(here, gradient=True)
-        # coordinates held on a face of the evaluated box (the unconstrained step would leave it)
-        c_all = v - r - (g * o).sum(axis=1)
-        free_target = -(wd * c_all / (inv_dta2 + wd * (g * g).sum(axis=1)))[:, None] * g
-        pinned = (((here <= lo_index + 1e-9) & (free_target < o)) | ((here >= hi_index - 1e-9) & (free_target > o)))
-        gu = np.where(pinned, 0.0, g)
-        c = v - r - (gu * o).sum(axis=1)  # the pinned part of g . o stays in the constant
-        target = np.where(pinned, o, -(wd * c / (inv_dta2 + wd * (gu * gu).sum(axis=1)))[:, None] * gu)
-        move = target - o  # to the linearised minimum (on the face where pinned)
-        move[~live] = 0.0
-        improved = np.zeros(len(o), dtype=bool)
-        trying = np.flatnonzero(live)
-        for _half in range(4):
-            if not trying.size:
+    ev: _Evaluated
+    p: NDArray[np.float64]  # points, evaluated index coordinates (N, 3)
+    r: NDArray[np.float64]  # reference doses
+    wd: NDArray[np.float64]  # 1 / dose criterion^2
+    best: NDArray[np.float64]  # squared gamma so far (lowered in place)
+    ws: NDArray[np.float64]  # squared gamma distance term per index unit^2, per axis
+    tol: NDArray[np.float64]  # convergence tolerance, index units per axis
+
+
+def _visit(ctx: _Context, pts: NDArray[np.intp], cells: NDArray[np.intp], lower: NDArray[np.float64],
+           clip: bool) -> None:
+    """Minimise in cells ``cells`` (first-corner indices, (M, 3)) for points ``pts`` (sorted), whose
+    distance terms there are at least ``lower``, where the dose bound allows; lowers ``ctx.best``.
+    ``clip``: bound the dose over the part of the cell within reach only (else the whole cell)."""
+    ev, ws, best = ctx.ev, ctx.ws, ctx.best
+    for s0 in range(0, pts.size, CELL_BATCH):
+        k, c, lo = pts[s0:s0 + CELL_BATCH], cells[s0:s0 + CELL_BATCH], lower[s0:s0 + CELL_BATCH]
+        corners = ev.corners(c)
+        q = ctx.p[k] - c
+        rk, bk = ctx.r[k], best[k]
+        if clip:
+            # the dose range over the part of the cell where the distance term alone stays below
+            # best: along an axis, the others contribute at least their gaps to the cell
+            gap = np.maximum(0.0, np.maximum(-q, q - 1.0))
+            half = np.sqrt(np.maximum(bk - lo, 0.0)[:, None] / ws + gap * gap)
+            emin, emax = _dose_range(corners, np.clip(q - half, 0.0, 1.0), np.clip(q + half, 0.0, 1.0))
+        else:
+            emin, emax = corners.min(axis=0), corners.max(axis=0)
+        dgap = np.maximum(0.0, np.maximum(emin - rk, rk - emax))
+        keep = np.flatnonzero(lo + ctx.wd[k] * dgap * dgap < bk)
+        if not keep.size:
+            continue
+        k = k[keep]
+        f = _minimise_in_cell(corners[:, keep], q[keep], rk[keep], ctx.wd[k], ws, ev.active, ctx.tol)
+        first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])  # k is sorted: one group per point
+        fmin = np.minimum.reduceat(f, first)
+        kk = k[first]
+        best[kk] = np.minimum(best[kk], fmin)
+
+
+def _dose_range(corners: NDArray[np.float64], lo: NDArray[np.float64], hi: NDArray[np.float64]
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Smallest and largest trilinear dose over the sub-boxes ``[lo, hi]`` (unit-cell coordinates,
+    (M, 3)) of cells with ``corners`` (8, M): a multilinear function takes its extremes at a box's
+    corners, whose doses come from interpolating the cell's along each axis in turn."""
+    v = corners.reshape(2, 4, -1)  # axis 0 first: corner (i, j, k) at 4 i + 2 j + k
+    d = v[1] - v[0]
+    v = np.stack([v[0] + lo[:, 0] * d, v[0] + hi[:, 0] * d])  # (2, 4, M): i, (j, k)
+    v = v.reshape(2, 2, 2, -1)
+    d = v[:, 1] - v[:, 0]
+    v = np.stack([v[:, 0] + lo[:, 1] * d, v[:, 0] + hi[:, 1] * d], axis=1)  # (2, 2, 2, M)
+    d = v[..., 1, :] - v[..., 0, :]
+    v = np.stack([v[..., 0, :] + lo[:, 2] * d, v[..., 0, :] + hi[:, 2] * d], axis=-2)
+    v = v.reshape(8, -1)
+    return v.min(axis=0), v.max(axis=0)
+
+
+def _coefficients(c: NDArray[np.float64], r: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The trilinear dose of cells with corners ``c`` (8, M), minus ``r``, as coefficients (8, M):
+    ``E(t) - r = A0 + A1 t0 + A2 t1 + A3 t2 + A4 t0 t1 + A5 t0 t2 + A6 t1 t2 + A7 t0 t1 t2``."""
+    A = np.empty((8, c.shape[1]))
+    np.subtract(c[0], r, out=A[0])
+    np.subtract(c[4], c[0], out=A[1])
+    np.subtract(c[2], c[0], out=A[2])
+    np.subtract(c[1], c[0], out=A[3])
+    A[4] = c[6] - c[4] - A[2]
+    A[5] = c[5] - c[4] - A[3]
+    A[6] = c[3] - c[2] - A[3]
+    A[7] = c[7] - c[6] - c[5] + c[4] - A[6]
+    return A
+
+
+def _minimise_in_cell(corners: NDArray[np.float64], q: NDArray[np.float64], r: NDArray[np.float64],
+                      wd: NDArray[np.float64], ws: NDArray[np.float64], active: NDArray[np.bool_],
+                      tol: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Minimum over the unit cell of ``sum_a ws_a (t_a - q_a)^2 + wd (E(t) - r)^2``, ``E`` trilinear
+    with ``corners`` (8, M), per row (``q`` (M, 3): the point in the cell's coordinates).
+
+    Projected Gauss-Newton from the point of the cell nearest to ``q``, with step halving;
+    coordinates on a face where the descent direction (or the step) leaves the cell are held
+    there, so minima on faces, edges and corners are found too.  Rows that Gauss-Newton does not
+    settle within ``GN_STEPS`` steps (narrow curved valleys of a steep dose with a tight dose
+    criterion, where it converges slowly or stalls) continue with damped Newton steps
+    (:func:`_newton`).  ``tol`` (index units, per axis): a row stops once its step is below it
+    along every axis."""
+    A = _coefficients(corners, r)
+    h0, h1, h2 = (1.0 if a else 0.0 for a in active)
+    w0, w1, w2 = (float(ws[a]) if active[a] else 0.0 for a in range(3))
+    i0, i1, i2 = (1.0 / float(ws[a]) if active[a] else 0.0 for a in range(3))
+    e0, e1, e2 = (float(x) for x in tol)
+    q0, q1, q2 = (np.ascontiguousarray(q[:, a]) for a in range(3))
+    t0, t1, t2 = np.clip(q0, 0.0, h0), np.clip(q1, 0.0, h1), np.clip(q2, 0.0, h2)
+    A_all, wd_all = A, wd
+    rows = np.arange(len(r))
+    out = np.empty(len(r))
+    hard_rows: list[NDArray[np.intp]] = []
+    hard_t: list[NDArray[np.float64]] = []
+
+    Arr = NDArray[np.float64]
+
+    def value(A: Arr, t0: Arr, t1: Arr, t2: Arr, q0: Arr, q1: Arr, q2: Arr, wd: Arr) -> tuple[Arr, Arr, Arr]:
+        """Objective, dose residual and its derivative along axis 0."""
+        t12 = t1 * t2
+        g0 = A[1] + A[4] * t1 + A[5] * t2 + A[7] * t12
+        res = A[0] + t0 * g0 + A[2] * t1 + A[3] * t2 + A[6] * t12
+        d0, d1, d2 = t0 - q0, t1 - q1, t2 - q2
+        return w0 * d0 * d0 + w1 * d1 * d1 + w2 * d2 * d2 + wd * res * res, res, g0
+
+    def step(t0: Arr, t1: Arr, t2: Arr, q0: Arr, q1: Arr, q2: Arr, wd: Arr, res: Arr, g0: Arr, g1: Arr, g2: Arr,
+             m0: Arr, m1: Arr, m2: Arr) -> tuple[Arr, Arr, Arr]:
+        """Gauss-Newton step (diag(w) + wd g g^T) s = -G on the coordinates not held (``m``; the
+        held ones do not move), by Sherman-Morrison; G is half the objective's gradient."""
+        wr = wd * res
+        g0, g1, g2 = g0 * m0, g1 * m1, g2 * m2
+        y0 = (w0 * (t0 - q0) + wr * g0) * (m0 * i0)
+        y1 = (w1 * (t1 - q1) + wr * g1) * (m1 * i1)
+        y2 = (w2 * (t2 - q2) + wr * g2) * (m2 * i2)
+        k = wd * (g0 * y0 + g1 * y1 + g2 * y2) / (1.0 + wd * (g0 * g0 * i0 + g1 * g1 * i1 + g2 * g2 * i2))
+        return (g0 * i0) * k - y0, (g1 * i1) * k - y1, (g2 * i2) * k - y2
+
+    def out_of_cell(t: Arr, d: Arr, h: float) -> NDArray[np.bool_]:
+        """On a face of the cell and ``d`` pointing out of it."""
+        return ((t <= 0.0) & (d < 0.0)) | ((t >= h) & (d > 0.0))
+
+    def drop(gone: NDArray[np.intp] | NDArray[np.bool_], hard: bool) -> NDArray[np.bool_]:
+        """Rows leaving the Gauss-Newton loop: settled (their value is the result) or hard."""
+        if hard:
+            hard_rows.append(rows[gone])
+            hard_t.append(np.stack([t0[gone], t1[gone], t2[gone]]))
+        else:
+            out[rows[gone]] = f[gone]
+        keep = np.ones(rows.size, dtype=bool)
+        keep[gone] = False
+        return keep
+
+    f, res, g0 = value(A, t0, t1, t2, q0, q1, q2, wd)
+    for it in range(GN_STEPS):
+        g1 = A[2] + A[4] * t0 + (A[6] + A[7] * t0) * t2
+        g2 = A[3] + A[5] * t0 + (A[6] + A[7] * t0) * t1
+        wr = wd * res
+        # held on a face: coordinates whose descent direction (-gradient) leaves the cell
+        m0 = ~out_of_cell(t0, -(w0 * (t0 - q0) + wr * g0), h0)
+        m1 = ~out_of_cell(t1, -(w1 * (t1 - q1) + wr * g1), h1)
+        m2 = ~out_of_cell(t2, -(w2 * (t2 - q2) + wr * g2), h2)
+        s0, s1, s2 = step(t0, t1, t2, q0, q1, q2, wd, res, g0, g1, g2, m0, m1, m2)
+        # and those where the coupled step itself would leave the cell: held too, the step redone
+        for _pass in range(2):
+            o0, o1, o2 = out_of_cell(t0, s0, h0), out_of_cell(t1, s1, h1), out_of_cell(t2, s2, h2)
+            redo = np.flatnonzero(o0 | o1 | o2)
+            if not redo.size:
                 break
-            # projected onto the evaluated grid's box (the minimum may lie on its faces)
-            cand = (np.clip(p[trying] + (o[trying] + move[trying]) * scale, lo_index, hi_index) - p[trying]) / scale
-            fc = value_at(trying, cand)
-            ok = fc < fk[trying]
-            took = trying[ok]
-            o[took], fk[took] = cand[ok], fc[ok]
-            improved[took] = True
-            trying = trying[~ok]
-            move[trying] *= 0.5
-        live &= improved
-    return fk, o
+            u = (t0[redo], t1[redo], t2[redo], q0[redo], q1[redo], q2[redo], wd[redo], res[redo], g0[redo],
+                 g1[redo], g2[redo], m0[redo] & ~o0[redo], m1[redo] & ~o1[redo], m2[redo] & ~o2[redo])
+            s0[redo], s1[redo], s2[redo] = step(*u)
+            m0[redo], m1[redo], m2[redo] = u[11], u[12], u[13]
+        n0, n1, n2 = np.clip(t0 + s0, 0.0, h0), np.clip(t1 + s1, 0.0, h1), np.clip(t2 + s2, 0.0, h2)
+        fn, resn, gn = value(A, n0, n1, n2, q0, q1, q2, wd)
+        better = fn < f
+        # converged: the step is below the tolerance along every axis
+        done = (np.abs(n0 - t0) <= e0) & (np.abs(n1 - t1) <= e1) & (np.abs(n2 - t2) <= e2)
+        t0, t1, t2 = np.where(better, n0, t0), np.where(better, n1, t1), np.where(better, n2, t2)
+        f, res, g0 = np.where(better, fn, f), np.where(better, resn, res), np.where(better, gn, g0)
+        retry = np.flatnonzero(~better & ~done)  # the step overshot: halve it
+        stalled = retry[:0]
+        if retry.size:
+            r0, r1, r2 = s0[retry], s1[retry], s2[retry]
+            for _half in range(HALVINGS):
+                r0, r1, r2 = r0 * 0.5, r1 * 0.5, r2 * 0.5
+                n0 = np.clip(t0[retry] + r0, 0.0, h0)
+                n1 = np.clip(t1[retry] + r1, 0.0, h1)
+                n2 = np.clip(t2[retry] + r2, 0.0, h2)
+                fn, resn, gn = value(A[:, retry], n0, n1, n2, q0[retry], q1[retry], q2[retry], wd[retry])
+                ok = fn < f[retry]
+                take = retry[ok]
+                t0[take], t1[take], t2[take] = n0[ok], n1[ok], n2[ok]
+                f[take], res[take], g0[take] = fn[ok], resn[ok], gn[ok]
+                retry, r0, r1, r2 = retry[~ok], r0[~ok], r1[~ok], r2[~ok]
+                if not retry.size:
+                    break
+            stalled = retry  # no halved step lowered the objective either
+        last = it == GN_STEPS - 1
+        if done.any() or stalled.size or last:
+            keep = np.ones(rows.size, dtype=bool)
+            if done.any():
+                keep &= drop(np.flatnonzero(done), False)
+            hard = np.flatnonzero(keep) if last else stalled
+            if hard.size:
+                keep &= drop(hard, True)
+            rows, A, wd, f, res, g0 = rows[keep], A[:, keep], wd[keep], f[keep], res[keep], g0[keep]
+            t0, t1, t2, q0, q1, q2 = t0[keep], t1[keep], t2[keep], q0[keep], q1[keep], q2[keep]
+            if not rows.size:
+                break
+    if hard_rows:
+        k = np.concatenate(hard_rows)
+        if k.size:
+            out[k] = _newton(A_all[:, k], np.concatenate(hard_t, axis=1), q[k].T, wd_all[k], ws, active, tol)
+    return out
 
 
-def _compass(ev: _Evaluated, p: NDArray[np.float64], r: NDArray[np.float64], wd: NDArray[np.float64],
-             inv_dta2: float, o: NDArray[np.float64], fk: NDArray[np.float64], scale: NDArray[np.float64],
-             lo_index: NDArray[np.float64], hi_index: NDArray[np.float64], step_mm: float
-             ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """A compass search around offsets ``o`` (squared gamma ``fk``): Gauss-Newton stalls where the
-    minimum sits on a kink of the trilinear dose (a cell face)."""
-    live = np.isfinite(fk)
-    h = step_mm / 2.0
-    dirs = np.vstack([np.eye(3), -np.eye(3)])
-    dirs = dirs[np.isfinite(hi_index)[np.arange(6) % 3]]  # only along searched axes
-    for _ in range(COMPASS_LEVELS):
-        for d in dirs:
-            cand = (np.clip(p + (o + h * d) * scale, lo_index, hi_index) - p) / scale
-            v, _ = ev.values(p + cand * scale)
-            fc = (cand * cand).sum(axis=1) * inv_dta2 + (v - r) ** 2 * wd
-            take = live & np.isfinite(fc) & (fc < fk)
-            o[take], fk[take] = cand[take], fc[take]
-        h *= 0.5
-    return fk, o
+def _newton(A: NDArray[np.float64], t: NDArray[np.float64], q: NDArray[np.float64], wd: NDArray[np.float64],
+            ws: NDArray[np.float64], active: NDArray[np.bool_], tol: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Damped (Levenberg) Newton for the rows :func:`_minimise_in_cell` hands on: same objective,
+    trilinear coefficients ``A`` (8, M), start ``t`` (3, M), point ``q`` (3, M).  The Hessian
+    includes the dose's own curvature (``res`` times its mixed second derivatives), so the
+    iteration follows curved valleys; where it is not positive definite, the Gauss-Newton matrix
+    is used.  A step that does not lower the objective raises the damping."""
+    hi = np.where(active, 1.0, 0.0)[:, None]
+    w = np.where(active, ws, 0.0)[:, None]
+    tol = tol[:, None]
+    t = t.copy()
+    n = t.shape[1]
+    out = np.empty(n)
+    rows = np.arange(n)
+    lam = np.zeros(n)
+
+    def value(A: NDArray[np.float64], t: NDArray[np.float64], q: NDArray[np.float64], wd: NDArray[np.float64]
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Objective, residual, dose gradient (3, M) and mixed second derivatives (E01, E02, E12)."""
+        t0, t1, t2 = t
+        e01, e02, e12 = A[4] + A[7] * t2, A[5] + A[7] * t1, A[6] + A[7] * t0
+        g = np.stack([A[1] + A[4] * t1 + A[5] * t2 + A[7] * t1 * t2, A[2] + e01 * t0 + A[6] * t2,
+                      A[3] + e02 * t0 + A[6] * t1])
+        res = A[0] + t0 * g[0] + A[2] * t1 + A[3] * t2 + A[6] * t1 * t2
+        d = t - q
+        return (w * d * d).sum(axis=0) + wd * res * res, res, g, np.stack([e01, e02, e12])
+
+    f, res, g, e = value(A, t, q, wd)
+    for _ in range(NEWTON_STEPS):
+        G = w * (t - q) + (wd * res) * g  # half the gradient
+        free = ~(((t <= 0.0) & (G > 0.0)) | ((t >= hi) & (G < 0.0))) & active[:, None]  # planes: no step
+        s = np.zeros_like(t)
+        for _pass in range(3):
+            s = _newton_step(w, wd, res, g, e, G, free, lam)
+            out_ = ((t <= 0.0) & (s < 0.0)) | ((t >= hi) & (s > 0.0))
+            if not out_.any():
+                break
+            free &= ~out_
+        tn = np.clip(t + s, 0.0, hi)
+        fn, rn, gn, en = value(A, tn, q, wd)
+        better = fn < f
+        small = np.all(np.abs(tn - t) <= tol, axis=0)
+        t[:, better], f[better], res[better], g[:, better], e[:, better] = (
+            tn[:, better], fn[better], rn[better], gn[:, better], en[:, better])
+        lam = np.where(better, lam * 0.25, np.maximum(lam * 4.0, 1e-3))
+        done = small | (lam > 1e8)
+        if done.any():
+            out[rows[done]] = f[done]
+            keep = ~done
+            rows, A, t, q, wd, f, res, g, e, lam = (rows[keep], A[:, keep], t[:, keep], q[:, keep], wd[keep],
+                                                    f[keep], res[keep], g[:, keep], e[:, keep], lam[keep])
+            if not rows.size:
+                break
+    out[rows] = f
+    return out
+
+
+def _newton_step(w: NDArray[np.float64], wd: NDArray[np.float64], res: NDArray[np.float64], g: NDArray[np.float64],
+                 e: NDArray[np.float64], G: NDArray[np.float64], free: NDArray[np.bool_], lam: NDArray[np.float64]
+                 ) -> NDArray[np.float64]:
+    """Solve (H + lam diag(w)) s = -G on the free coordinates (3 x 3, by cofactors), H the
+    Newton matrix where positive definite, else the Gauss-Newton one."""
+    m = free.astype(np.float64)
+    gf = g * m
+    wr = wd * res
+    # off-diagonal mixed terms of the Newton matrix, only between free coordinates
+    x01, x02, x12 = wr * e[0] * m[0] * m[1], wr * e[1] * m[0] * m[2], wr * e[2] * m[1] * m[2]
+    diag = (w * (1.0 + lam)) * m + (1.0 - m)  # held coordinates: identity rows
+    a = diag[0] + wd * gf[0] * gf[0]
+    d = diag[1] + wd * gf[1] * gf[1]
+    ff = diag[2] + wd * gf[2] * gf[2]
+    b0, c0, e0 = wd * gf[0] * gf[1], wd * gf[0] * gf[2], wd * gf[1] * gf[2]
+    rhs = -(G * m)
+
+    def solve(b: NDArray[np.float64], c: NDArray[np.float64], ee: NDArray[np.float64]
+              ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        c00, c01, c02 = d * ff - ee * ee, c * ee - b * ff, b * ee - c * d
+        c11, c12, c22 = a * ff - c * c, b * c - a * ee, a * d - b * b
+        det = a * c00 + b * c01 + c * c02
+        pd = (a > 0) & (c22 > 0) & (det > 0)  # leading minors
+        s = np.stack([c00 * rhs[0] + c01 * rhs[1] + c02 * rhs[2],
+                      c01 * rhs[0] + c11 * rhs[1] + c12 * rhs[2],
+                      c02 * rhs[0] + c12 * rhs[1] + c22 * rhs[2]])
+        return np.where(pd, s / np.where(pd, det, 1.0), 0.0), pd
+
+    sol, pd = solve(b0 + x01, c0 + x02, e0 + x12)
+    if not pd.all():
+        sol = np.where(pd, sol, solve(b0, c0, e0)[0])
+    return sol * m

@@ -135,10 +135,9 @@ def _brute(ref: Dose, ev: Dose, dp: float, dta: float, local: bool, cutoff: floa
 def test_agrees_with_brute_force_on_a_smooth_dose(local) -> None:
     """A smooth field, evaluated on a rotated, shifted grid, against an exhaustive 0.15 mm search.
 
-    rtkit refines between lattice points, so it may be below the exhaustive lattice (by up to what
-    the lattice misses in steep gradients); above it means a missed minimum.  Global: never above by
-    more than 0.01.  Local (dose criterion 3 % of a low local dose, so very steep in gamma): at least
-    98 % of voxels within 0.01, none above by more than 0.1 (docs/gamma.md, accuracy).
+    The search is continuous, so rtkit may be below the exhaustive lattice (by what the lattice
+    misses between its points, most in steep gradients); above it means a missed minimum: never by
+    more than 0.01, global or local.
     """
     rng = np.random.default_rng(3)
     g = grid(shape=(10, 12, 12), spacing=(3.0, 2.5, 2.5), origin=(-14, -14, -14))
@@ -157,10 +156,7 @@ def test_agrees_with_brute_force_on_a_smooth_dose(local) -> None:
     both = np.isfinite(res.array) & np.isfinite(truth) & (truth < 1.0)
     assert both.sum() > 100
     above = res.array[both] - truth[both]
-    if local:
-        assert np.mean(above <= 0.01) >= 0.98 and above.max() <= 0.1
-    else:
-        assert above.max() <= 0.01
+    assert above.max() <= 0.01
 
 
 @settings(max_examples=8, deadline=None)
@@ -214,3 +210,158 @@ def test_plots() -> None:
     with pytest.raises(ValueError, match="kind"):
         res.plot(a, kind="surface")
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- the exact search (issue 7)
+def _exact(ref: Dose, ev: Dose, dp: float, dta: float, local: bool, idx: np.ndarray, cap: float = 1.0,
+           step: float = 0.1, starts: int = 4) -> np.ndarray:
+    """Gamma at reference voxels ``idx`` (flat), independent of rtkit: every offset of a ``step`` mm
+    lattice in the ball of radius ``cap * dta``, the dose trilinear between the evaluated voxel
+    centres (scipy, nothing outside them), then Nelder-Mead from the ``starts`` best lattice offsets.
+    Values at or above ``cap`` are ``cap``."""
+    from scipy import optimize
+
+    g = ref.grid
+    norm = ref.array.max()
+    n = int(np.ceil(cap * dta / step))
+    ax = np.arange(-n, n + 1) * step
+    o = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    o = o[(o**2).sum(1) <= (cap * dta) ** 2]
+    pts = g.centers().reshape(-1, 3)
+    r = ref.array.reshape(-1)
+    hi = np.array(ev.grid.shape) - 1.0
+    active = hi > 0
+    out = np.full(len(idx), np.nan)
+
+    def f(i: int, off: np.ndarray) -> np.ndarray:
+        q = ev.grid.world_to_index(pts[i] + np.atleast_2d(off))
+        inside = np.all((q >= -1e-9) & (q <= hi + 1e-9) | ~active & (np.abs(q) <= 0.5), axis=1)
+        v = ndimage.map_coordinates(ev.array, np.clip(q, 0, hi).T, order=1, mode="nearest")
+        dd = dp / 100 * (r[i] if local else norm)
+        val = (np.atleast_2d(off) ** 2).sum(1) / dta**2 + (v - r[i]) ** 2 / dd**2
+        return np.where(inside, val, np.inf)
+
+    for j, i in enumerate(idx):
+        vals = f(i, o)
+        best = vals.min()
+        for k in np.argsort(vals)[:starts]:
+            if not np.isfinite(vals[k]):
+                break
+            simplex = o[k] + np.vstack([np.zeros(3), np.eye(3) * step / 2])
+            sol = optimize.minimize(lambda x, i=i: float(f(i, x)[0]), o[k], method="Nelder-Mead",
+                                    options={"xatol": 1e-7, "fatol": 1e-12, "initial_simplex": simplex})
+            best = min(best, sol.fun)
+        out[j] = np.sqrt(min(best, cap**2)) if np.isfinite(best) else np.nan
+    return out
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_exact_against_dense_search_and_descent(local) -> None:
+    """Random smooth field on a rotated, shifted evaluated grid of coarse cells (so the trilinear
+    dose bends inside them): rtkit within 0.01 of a dense search refined by Nelder-Mead, both ways."""
+    rng = np.random.default_rng(11)
+    rot = Rotation.from_euler("zyx", [17, -9, 24], degrees=True).as_matrix()
+    ge = Grid.from_spacing((9, 9, 10), (3.0, 2.5, 2.8), (-13, -11, -12), rot, FRAME)
+    centre = ge.index_to_world((np.array(ge.shape) - 1) / 2.0)
+    g = grid(shape=(8, 9, 9), spacing=(2.0, 2.0, 2.0), origin=tuple(centre - (8, 8, 7)))  # all within reach
+    field = ndimage.gaussian_filter(rng.uniform(0, 10, ge.shape), 0.9) * 4 + 2
+    ev = Dose(field, ge)
+    # reference: the evaluated dose moved by ~1 mm, scaled, plus a little noise
+    idx = ge.world_to_index(g.centers().reshape(-1, 3) + np.array([0.7, -0.6, 0.5]))
+    rv = ndimage.map_coordinates(field, idx.T, order=1, mode="nearest") * 1.02 + rng.normal(0, 0.05, len(idx))
+    ref = Dose(rv.reshape(g.shape), g)
+    res = rtkit.gamma(ref, ev, 3, 3, local=local, lower_cutoff_percent=0, max_gamma=1)
+    sample = np.sort(rng.choice(np.flatnonzero(np.isfinite(res.array.reshape(-1))), 80, replace=False))
+    truth = _exact(ref, ev, 3, 3, local, sample)
+    got = res.array.reshape(-1)[sample]
+    keep = truth < 1.0
+    assert keep.sum() > 40
+    np.testing.assert_allclose(got[keep], truth[keep], atol=0.01)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_minimum_on_a_kink_of_the_trilinear_dose(local) -> None:
+    """A dose peak at a voxel plane (x = 0) and a voxel line (x = y = 0): the trilinear dose is
+    D0 - k |x| (- k |y|) exactly, with kinks on cell faces and edges.  Reference doses above the peak
+    are best matched on the kink; the exact value by a dense search of the analytic dose."""
+    d0, k, dta = 10.0, 0.4, 3.0
+    ge = grid(shape=(7, 11, 11), spacing=(2.5, 2.5, 2.5), origin=(-12.5, -12.5, -7.5))
+    for both in (False, True):
+        ev = dose_on(ge, lambda p, both=both: d0 - k * np.abs(p[..., 0]) - (k * np.abs(p[..., 1]) if both else 0))
+        gr = Grid.from_spacing((3, 5, 6), (1.0, 0.45, 0.35), (-0.8, -0.9, -1.0), None, FRAME)
+        ref = Dose(np.full(gr.shape, d0 * 1.012), gr)
+        res = rtkit.gamma(ref, ev, 3, dta, local=local, lower_cutoff_percent=0)
+        dd = 0.03 * d0 * 1.012  # global: of the reference maximum; local: of the (uniform) dose
+        s = np.linspace(-3.0, 3.0, 1201)
+        X, Y = np.meshgrid(s, s if both else np.zeros(1), indexing="ij")
+        e = d0 - k * np.abs(X) - (k * np.abs(Y) if both else 0)
+        for p, got in zip(gr.centers().reshape(-1, 3), res.array.reshape(-1), strict=True):
+            f = ((X - p[0]) ** 2 + (Y - p[1]) ** 2 * both) / dta**2 + (e - ref.array.flat[0]) ** 2 / dd**2
+            assert got == pytest.approx(np.sqrt(f.min()), abs=2e-3)
+
+
+def test_minimum_on_the_evaluated_grid_boundary() -> None:
+    """Reference voxels beyond the evaluated grid (no extrapolation): in a constant gradient the best
+    match is on the boundary face, gamma^2 = a^2 (1 / dd^2 + k^2 / dD^2) at a distance a outside."""
+    k, dta = 0.05, 3.0
+    ge = Grid.from_spacing((5, 6, 8), (2.0, 2.0, 2.5), (0.0, -5.0, -4.0), None, FRAME)  # x >= 0
+    ev = dose_on(ge, linear_x(k, base=5.0))
+    gr = Grid.from_spacing((2, 2, 5), (2.0, 2.0, 0.5), (-2.2, -1.0, 0.0), None, FRAME)  # x -2.2 .. -0.2
+    ref = dose_on(gr, linear_x(k, base=5.0))
+    res = rtkit.gamma(ref, ev, 3, dta, lower_cutoff_percent=0)
+    a = -gr.centers()[..., 0]
+    dd = 0.03 * ref.array.max()
+    np.testing.assert_allclose(res.array, np.sqrt(a**2 * (1 / dta**2 + k**2 / dd**2)), atol=1e-4)
+
+
+def test_independent_of_chunking_and_batches(monkeypatch) -> None:
+    """Every point's gamma is its own: the same, bit for bit, whatever the chunk and batch sizes."""
+    import importlib
+
+    mod = importlib.import_module("rtkit.gamma")
+    rng = np.random.default_rng(5)
+    g = grid(shape=(6, 7, 8))
+    ev = Dose(ndimage.gaussian_filter(rng.uniform(0, 10, g.shape), 1.0), g)
+    ref = Dose(ndimage.shift(ev.array, (0.3, -0.4, 0.2), order=1, mode="nearest") * 1.03, g)
+    a = rtkit.gamma(ref, ev, 2, 2, local=True, lower_cutoff_percent=0)
+    for name, value in (("POINT_CHUNK", 7), ("PAIR_BATCH", 13), ("CELL_BATCH", 5)):
+        monkeypatch.setattr(mod, name, value)
+    b = rtkit.gamma(ref, ev, 2, 2, local=True, lower_cutoff_percent=0)
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_resolution_is_the_convergence_tolerance() -> None:
+    """``resolution`` (mm) is the step below which the in-cell search stops: coarser is never far
+    off in a smooth field and never below the fine answer (gamma is a minimum, found from above)."""
+    g = grid(shape=(8, 9, 10))
+    ref = dose_on(g, lambda p: 5 + 3 * np.exp(-(p**2).sum(-1) / 300.0))
+    ev = dose_on(g, lambda p: 5.1 + 3 * np.exp(-((p - 1.2) ** 2).sum(-1) / 300.0))
+    fine = rtkit.gamma(ref, ev, 2, 2, local=True, lower_cutoff_percent=0)
+    coarse = rtkit.gamma(ref, ev, 2, 2, local=True, lower_cutoff_percent=0, resolution=0.2)
+    assert fine.resolution_mm == pytest.approx(0.002) and coarse.resolution_mm == 0.2
+    d = coarse.array - fine.array
+    assert d.min() >= -1e-6 and d.max() <= 0.02
+    with pytest.raises(ValueError, match="resolution"):
+        rtkit.gamma(ref, ev, resolution=0)
+
+
+def test_a_match_two_cells_away_beyond_a_near_face() -> None:
+    """The branch and bound must not drop a point whose best match lies two cells away just beyond a
+    near face, when the other neighbours (beyond the far faces) are out of reach: evaluated voxels
+    1 mm apart along x, 3 mm across; the dose reaches the reference dose two cells from the point."""
+    dta, dd = 3.0, 0.03 * 5.3
+    ge = Grid.from_spacing((3, 3, 8), (3.0, 3.0, 1.0), (-2.0, -3.0, -3.0), None, FRAME)  # x -2 .. 5 mm
+    xs = np.arange(8) - 2.0
+    prof = np.where(xs >= 3.0, 5.3, 5.3 - 0.7 * dd)  # at x = 3 mm and beyond: the reference dose
+    ev = Dose(np.broadcast_to(prof, ge.shape).copy(), ge)
+    # x 0.93 .. 0.99 mm: gamma 0.7 in the point's cell and the neighbours across its near face (x = 1)
+    # and edges; the corner neighbours, beyond two far faces 1.5 mm away, are out of reach
+    gr = Grid.from_spacing((1, 1, 3), (1.0, 1.0, 0.03), (0.93, -1.5, 1.5), None, FRAME)
+    ref = Dose(np.full(gr.shape, 5.3), gr)
+    res = rtkit.gamma(ref, ev, 3, dta, lower_cutoff_percent=0)
+    s = np.linspace(-2.0, 5.0, 70001)
+    e = np.interp(s, xs, prof)
+    for x, got in zip(gr.centers()[..., 0].ravel(), res.array.ravel(), strict=True):
+        exact = np.sqrt((((s - x) / dta) ** 2 + ((e - 5.3) / dd) ** 2).min())
+        assert exact < 0.7 - 0.05  # below the best of the neighbouring cells
+        assert got == pytest.approx(exact, abs=1e-3)
