@@ -633,7 +633,7 @@ def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, work
         Default: all, in the set's order.
     workers : int, optional
         Threads computing DVHs side by side (the work is mostly in numpy, which releases the
-        GIL): about 1.3x faster on 2 cores for the breast plan, at the cost of the working
+        GIL in part): 1.2x faster on 2 cores for the breast plan, at the cost of the working
         memory of one DVH per thread.  Default 1 (one after the other; memory bounded by one
         DVH).  ``0`` or a negative number: the usable CPU cores.  The result does not depend
         on it.
