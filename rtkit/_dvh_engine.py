@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._raster import coverage
+from ._raster import coverage, ring_successors
 
 # Default sampling: about this many samples (lattice pixels x depth pieces) over the solid; the
 # in-plane pixel is never larger than the dose pixel, and along the normal the split is exact.
@@ -463,10 +463,7 @@ class _Boundaries:
         points = np.zeros(len(self._rings))
         if flat:
             a = np.concatenate(flat)
-            nxt = np.arange(1, len(a) + 1)
-            ends = np.cumsum(sizes)
-            nxt[ends - 1] = ends - sizes
-            edge = np.hypot(*(a[nxt] - a).T)
+            edge = np.hypot(*(a[ring_successors(sizes)] - a).T)
             plane = np.repeat(np.repeat(np.arange(len(self._rings)), [len(rr) for rr in self._rings]), sizes)
             points = np.bincount(plane, weights=edge / step + 1.0, minlength=len(self._rings))
         self._block_of = (np.cumsum(points) // self.BLOCK_POINTS).astype(np.intp)
@@ -483,10 +480,7 @@ class _Boundaries:
                               [len(r) for j in members for r in self._rings[j]])
             sizes = np.array([len(r) for r in rings], dtype=np.intp)
             a = np.concatenate(rings).astype(np.float64, copy=False)
-            nxt = np.arange(1, len(a) + 1)  # each vertex's successor on its ring (closing edge)
-            ends = np.cumsum(sizes)
-            nxt[ends - 1] = ends - sizes
-            ab = a[nxt] - a
+            ab = a[ring_successors(sizes)] - a
             n = np.maximum(1, np.ceil(np.linalg.norm(ab, axis=1) / self._step)).astype(np.intp)
             seg = np.repeat(np.arange(len(n)), n)
             t = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[seg]
@@ -757,14 +751,12 @@ def _whole_columns(arr: NDArray, fr: _Frame, lat: _Lattice, pix: NDArray[np.intp
         v, g_r, g_c = (np.stack([f[i] for f in faces]) for i in range(3))
         mark = table[j0:j1] > 0
         va, vb = v[:-1][mark], v[1:][mark]
+        gr = (0.5 / lat.f[0]) * (g_r[:-1][mark] + g_r[1:][mark])
+        gc = (0.5 / lat.f[1]) * (g_c[:-1][mark] + g_c[1:][mark])
         known = np.isfinite(va) & np.isfinite(vb)  # a resampled dose is NaN outside the original grid
         lost = float(np.count_nonzero(~known)) * weight
         if lost:
-            va, vb = va[known], vb[known]
-        gr = (0.5 / lat.f[0]) * (g_r[:-1][mark] + g_r[1:][mark])
-        gc = (0.5 / lat.f[1]) * (g_c[:-1][mark] + g_c[1:][mark])
-        if lost:
-            gr, gc = gr[known], gc[known]
+            va, vb, gr, gc = va[known], vb[known], gr[known], gc[known]
         if not va.size:
             sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), lost, np.inf, -np.inf))
             continue

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["centers_inside", "centers_inside_stack", "coverage"]
+__all__ = ["centers_inside", "centers_inside_stack", "coverage", "ring_successors"]
 
 
 def _segments(rings: Sequence[NDArray[np.float64]]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -40,11 +40,17 @@ def _segments(rings: Sequence[NDArray[np.float64]]) -> tuple[NDArray[np.float64]
         empty = np.empty((0, 2))
         return empty, empty
     starts = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    sizes = np.array([len(r) for r in parts])
-    nxt = np.arange(1, len(starts) + 1)  # each vertex's successor on its ring
-    last = np.cumsum(sizes) - 1
-    nxt[last] = last - sizes + 1
-    return starts, starts[nxt]
+    return starts, starts[ring_successors([len(r) for r in parts])]
+
+
+def ring_successors(sizes: Sequence[int] | NDArray[np.intp]) -> NDArray[np.intp]:
+    """Index of each vertex's successor on its ring, for rings of ``sizes`` vertices stored one
+    after the other (the last vertex of a ring is followed by its first: the closing edge)."""
+    sizes = np.asarray(sizes, dtype=np.intp)
+    nxt = np.arange(1, int(sizes.sum()) + 1)
+    ends = np.cumsum(sizes)
+    nxt[ends - 1] = ends - sizes
+    return nxt
 
 
 def _integer_crossings(a0: NDArray, a1: NDArray, lo: int, hi: int) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
