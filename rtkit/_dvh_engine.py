@@ -88,6 +88,17 @@ class Histogram:
         self.dose_volume += float((d * w).sum())  # not np.dot: no BLAS threads for this
         self.top = max(self.top, float(np.max(d + half)))
 
+    def merge(self, other: Histogram) -> None:
+        """Add another histogram with the same bin edges (another part of the same solid)."""
+        if len(other.edges) != len(self.edges) or other.width != self.width:
+            raise ValueError("histograms with different bin edges cannot be merged")
+        self.cum += other.cum
+        self.total += other.total
+        self.dose_volume += other.dose_volume
+        self.outside_cc += other.outside_cc
+        self.dmin, self.dmax = min(self.dmin, other.dmin), max(self.dmax, other.dmax)
+        self.top = max(self.top, other.top)
+
 
 @dataclass
 class Layer:
@@ -621,9 +632,15 @@ del _s
 
 
 def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogram,
-                  end_caps: bool = True) -> None:
+                  end_caps: bool = True, part: int = 0, parts: int = 1) -> None:
     """Add the samples of the smoothly interpolated solid (see above), in an aligned dose grid,
     to ``sink`` (in chunks of gaps).
+
+    ``part`` of ``parts``: only that share of the solid (part 0: the contour vertices and the
+    end caps; every part: a run of consecutive gap chunks).  The parts' samples together are
+    those of the whole solid, but for wholly covered columns, which are not merged across a
+    part boundary (an extra depth split there: the same volume and, to rounding, the same
+    doses); independent parts can be sampled side by side and their histograms added.
 
     Between planes a and b the solid is the *core* (inside both regions: inside over the whole
     gap; its per-pixel coverage is the smaller of the two planes' exact coverages, exact where
@@ -666,16 +683,20 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
         for gi in range(len(run) - 1):
             gaps.append((run[gi], run[gi + 1], run[gi - 1] if gi > 0 else -1,
                          run[gi + 2] if gi + 2 < len(run) else -1))
-    sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), 0.0,
-                     *_vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])))
-    # the caps at the solid's lattice pixel (their own budget of TARGET_SAMPLES would sample a
-    # few percent of the volume as finely as the rest together)
-    sample_aligned(dose, stack, caps, resolution if resolution is not None else float(px.min()), sink)
-    if not gaps:
+    if part == 0:
+        sink.add(Samples(np.empty(0), np.empty(0), np.empty(0), 0.0,
+                         *_vertex_extremes(arr, fr, [(lay.position, rr) for lay, rr in zip(layers, idx_rings, strict=True)])))
+        # the caps at the solid's lattice pixel (their own budget of TARGET_SAMPLES would sample a
+        # few percent of the volume as finely as the rest together)
+        sample_aligned(dose, stack, caps, resolution if resolution is not None else float(px.min()), sink)
+    step = max(1, GAP_CHUNK_CELLS // max(1, npx))
+    starts = list(range(0, len(gaps), step))
+    mine = starts[part * len(starts) // parts:(part + 1) * len(starts) // parts]
+    if not mine:
         return
     regions = np.array([p.region for p in planes], dtype=object)
-    table = np.array(gaps, dtype=np.intp)
-    step = max(1, GAP_CHUNK_CELLS // max(1, npx))
+    table = np.array(gaps, dtype=np.intp)[mine[0]:min(mine[-1] + step, len(gaps))]
+    gaps = gaps[mine[0]:mine[0] + len(table)]
     distances = _PixelDistances(_Boundaries([lay.rings for lay in layers], BOUNDARY_STEP_MM), regions, npx,
                                 lambda pix: uv0 + (pix // nc)[:, None] * du + (pix % nc)[:, None] * dv)
     plane_cov: dict[int, tuple[NDArray, NDArray, NDArray]] = {}  # coverage rows shared by chunks

@@ -299,6 +299,98 @@ def test_dvhs_on_threads_gives_the_same_dvhs(tmp_path):
         assert one[n].mean == many[n].mean and one[n].max == many[n].max
 
 
+def _parts_case():
+    """A dose grid and three structures: a sphere, a cylinder half outside the grid (warns), an
+    empty structure (no contour)."""
+    grid = Grid.from_spacing((33, 21, 21), (1.0, 2.0, 2.0), origin=(-20.0, -20.0, -16.0), frame_of_reference_uid=FOR)
+    dose = _linear_dose(grid, (0.3, 0.2, 1.0), 30.0)
+    R = 12.0
+    sph = _circle_stack(lambda z: math.sqrt(max(R * R - z * z, 0.0)) or 0.05, np.arange(-R, R + 1e-9, 1.5))
+    cyl = _cylinder(center=(14.0, 0.0), radius=8.0, z0=-8.0, z1=8.0)  # partly beyond the grid in x
+    empty = Structure("Empty", 9, [], frame_of_reference_uid=FOR)
+    return dose, {"Sphere": sph, "Cyl": cyl, "Empty": empty}
+
+
+def _same_dvh(a, b, rel=1e-12):
+    assert a.volume_cc == pytest.approx(b.volume_cc, rel=rel)
+    assert a.outside_volume_cc == pytest.approx(b.outside_volume_cc, rel=rel, abs=1e-12)
+    assert a.mean == pytest.approx(b.mean, rel=rel)
+    assert (a.min, a.max) == pytest.approx((b.min, b.max), rel=rel)
+    np.testing.assert_allclose(a.volumes, b.volumes, rtol=1e-9, atol=1e-12)
+
+
+def test_parts_do_not_change_the_dvh(monkeypatch):
+    """A large solid is sampled in parts (runs of gaps between planes) that are added in order:
+    split into the most parts the DVH is the one computed in one part."""
+    import importlib
+
+    dvh_module = importlib.import_module("rtkit.dvh")
+
+    dose, structures = _parts_case()
+    sph = structures["Sphere"]
+    monkeypatch.setattr(dvh_module, "PART_CELLS", 10**12)
+    assert dvh_module._part_count(dose, sph, "smooth") == 1
+    whole = rtkit.dvh(dose, sph)
+    monkeypatch.setattr(dvh_module, "PART_CELLS", 1)
+    assert dvh_module._part_count(dose, sph, "smooth") == dvh_module.MAX_PARTS
+    split = rtkit.dvh(dose, sph)
+    _same_dvh(split, whole)
+    assert split.min < whole.mean < split.max  # the extremes (part 0) survive the merge
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["processes", "threads"])
+def test_dvhs_workers_give_the_dvhs_of_one_worker(monkeypatch, fork):
+    """workers > 1 runs the parts on forked processes (threads where forking is unsafe); the DVHs,
+    their order and their warnings (once per structure) are those of the sequential run."""
+    import importlib
+    import warnings
+
+    dvh_module = importlib.import_module("rtkit.dvh")
+
+    dose, structures = _parts_case()
+    monkeypatch.setattr(dvh_module, "PART_CELLS", 2_000)  # several parts per structure
+    if fork and not dvh_module._can_fork():
+        # Other tests left threads in this process (rtkit then falls back to threads, rightly):
+        # run this case in a fresh interpreter, where the forked workers are used.
+        import os
+        import subprocess
+        import sys
+
+        if not sys.platform.startswith("linux"):
+            pytest.skip("forked DVH workers are used on Linux only")
+        if os.environ.get("RTKIT_FRESH_FORK_TEST"):
+            pytest.fail("forked DVH workers unavailable in a fresh interpreter")
+        test_id = f"{__file__}::test_dvhs_workers_give_the_dvhs_of_one_worker[processes]"
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id],
+                             env={**os.environ, "RTKIT_FRESH_FORK_TEST": "1"}, capture_output=True, text=True)
+        assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+        return
+    if not fork:
+        monkeypatch.setattr(dvh_module, "_can_fork", lambda: False)
+    with warnings.catch_warnings(record=True) as seq_warnings:
+        warnings.simplefilter("always")
+        one = rtkit.dvhs(dose, structures)
+    with warnings.catch_warnings(record=True) as par_warnings:
+        warnings.simplefilter("always")
+        many = rtkit.dvhs(dose, structures, workers=2)
+    assert list(one) == list(many) == ["Sphere", "Cyl", "Empty"]
+    for n in ("Sphere", "Cyl"):
+        _same_dvh(many[n], one[n])
+    assert many["Empty"].is_empty and many["Cyl"].outside_volume_cc > 0.05
+    outside = [str(w.message) for w in par_warnings if "outside the dose grid" in str(w.message)]
+    assert len(outside) == 1 and "'Cyl'" in outside[0]
+    assert sorted(str(w.message) for w in par_warnings) == sorted(str(w.message) for w in seq_warnings)
+    assert all(w.filename == __file__ for w in par_warnings if "outside the dose grid" in str(w.message))
+
+
+def test_dvhs_rejects_unknown_options():
+    dose, structures = _parts_case()
+    with pytest.raises(TypeError, match="resolutoin"):
+        rtkit.dvhs(dose, structures, resolutoin=0.5)
+    with pytest.raises(ValueError, match="between_planes"):
+        rtkit.dvhs(dose, structures, workers=2, between_planes="linear")
+
+
 def test_chunking_does_not_change_the_dvh(monkeypatch):
     """The smooth engine splits its work (gap chunks sharing plane coverage and edge distances,
     edge trees per block of planes, wholly covered columns sampled a few slices at a time)
