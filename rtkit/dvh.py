@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._atomic import atomic_path
 from ._optional import require
-from .errors import MetricError, warn
+from .errors import MetricError, RTKitError, warn
 
 __all__ = ["DVH", "DVHSet", "dvh", "dvhs", "parse_metric"]
 
@@ -753,21 +753,55 @@ def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, work
 
 
 # forked workers find their inputs here (inherited at fork time, not pickled)
-_SHARED: dict[int, tuple[Any, list[tuple[str, Any]], tuple[Any, str, bool]]] = {}
+_SHARED: dict[int, tuple[Any, list[tuple[str, Any]], tuple[Any, str, bool], list[tuple[int, int, int]]]] = {}
+_Caught = list[tuple[type, str]]
 
 
-def _part_task(key: int, i: int, part: int, parts: int) -> tuple[int, int, Any, list[tuple[type, str]]]:
-    """One part of one structure's DVH, in a forked worker; its warnings are returned."""
+def _part_task(key: int, index: int) -> tuple[Any, _Caught]:
+    """Task ``index`` (one part of one structure's DVH) of the run ``key``: its histogram and
+    the warnings it raised (re-emitted by the caller, in structure order)."""
     import warnings
 
-    dose, picked, (resolution, between, end_caps) = _SHARED[key]
+    dose, picked, (resolution, between, end_caps), tasks = _SHARED[key]
+    i, part, parts = tasks[index]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # the caller's filters apply when they are re-emitted
         sink = _sample_part(dose, picked[i][1], part, parts, resolution, between, end_caps)
-    return i, part, sink, [(w.category, str(w.message)) for w in caught]
+    return sink, [(w.category, str(w.message)) for w in caught]
+
+
+def _claim(counter: Any, n: int) -> Iterator[int]:
+    """The task indices this process takes, one at a time, from the counter shared by all."""
+    while True:
+        with counter.get_lock():
+            index = counter.value
+            counter.value = index + 1
+        if index >= n:
+            return
+        yield index
+
+
+def _fork_worker(key: int, counter: Any, queue: Any) -> None:
+    """A forked worker: takes tasks until none is left, puts (index, result, error) on ``queue``."""
+    import pickle
+
+    logging.disable(logging.CRITICAL)  # the parent logs the re-emitted warnings once
+    n = len(_SHARED[key][3])
+    for index in _claim(counter, n):
+        try:
+            queue.put((index, _part_task(key, index), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            try:
+                pickle.dumps(exc)
+            except Exception:  # noqa: BLE001
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            queue.put((index, None, exc))
+            return
 
 
 def _can_fork() -> bool:
+    """Whether forked workers are safe here: Linux, and no other thread in this process (a fork
+    copies only the calling thread; a lock another thread holds would stay held)."""
     import multiprocessing as mp
     import sys
     import threading
@@ -777,10 +811,12 @@ def _can_fork() -> bool:
 
 
 def _run_parts(dose: Any, picked: list[tuple[str, Any]], opts: tuple[Any, str, bool],
-               tasks: list[tuple[int, int, int]], workers: int) -> Iterator[tuple[int, int, Any]]:
-    """(structure, part, histogram) of every task, on forked processes (or threads)."""
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+               tasks: list[tuple[int, int, int]], workers: int) -> list[tuple[int, int, Any]]:
+    """(structure, part, histogram) of every task (structure index, part, parts), computed by
+    this process and ``workers - 1`` forked ones taking the tasks in turn (largest first), or
+    by ``workers`` threads where forking is not safe.  Warnings are re-emitted once per
+    structure, in structure order."""
+    from concurrent.futures import ThreadPoolExecutor
 
     resolution, between, end_caps = opts
     if not _can_fork():
@@ -789,26 +825,65 @@ def _run_parts(dose: Any, picked: list[tuple[str, Any]], opts: tuple[Any, str, b
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [(i, k, pool.submit(_sample_part, dose, picked[i][1], k, n, resolution, between, end_caps))
                        for i, k, n in tasks]
-            for i, k, f in futures:
-                yield i, k, f.result()
-        return
+            return [(i, k, f.result()) for i, k, f in futures]
     import multiprocessing as mp
+    import queue as queue_module
 
+    from . import _dvh_engine  # noqa: F401 - imported once, before the fork
+
+    ctx = mp.get_context("fork")
     key = id(picked)
-    _SHARED[key] = (dose, picked, opts)
+    _SHARED[key] = (dose, picked, opts, tasks)
+    counter = ctx.Value("q", 0)
+    results = ctx.Queue()
+    children = [ctx.Process(target=_fork_worker, args=(key, counter, results), daemon=True)
+                for _ in range(workers - 1)]
+    done: dict[int, tuple[Any, _Caught]] = {}
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
-        try:
-            futures = [pool.submit(_part_task, key, i, k, n) for i, k, n in tasks]
-            done = [f.result() for f in futures]
-        finally:  # the results are in: the workers exit on their own (no wait for them)
-            pool.shutdown(wait=False, cancel_futures=True)
+        for child in children:
+            child.start()
+        for index in _claim(counter, len(tasks)):  # this process works too
+            done[index] = _part_task(key, index)
+        while len(done) < len(tasks):
+            try:
+                index, result, error = results.get(timeout=0.2)
+            except queue_module.Empty:
+                dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+                if dead and results.empty():
+                    raise RTKitError(f"a DVH worker process died (exit code {dead[0]}); "
+                                     "retry with workers=1") from None
+                continue
+            if error is not None:
+                raise error
+            done[index] = result
     finally:
         del _SHARED[key]
+        for child in children:
+            if child.is_alive() and len(done) < len(tasks):
+                child.terminate()
+        for child in children:
+            child.join()
+        results.close()
     seen: set[tuple[int, type, str]] = set()
-    for i, k, sink, caught in sorted(done, key=lambda r: (r[0], r[1])):
+    out = []
+    for index in sorted(done, key=lambda j: tasks[j][:2]):
+        i, k, _ = tasks[index]
+        sink, caught = done[index]
         for category, message in caught:  # once per structure, in structure order
             if (i, category, message) not in seen:
                 seen.add((i, category, message))
-                warnings.warn(message, category, stacklevel=3)
-        yield i, k, sink
+                _reemit(category, message)
+        out.append((i, k, sink))
+    return out
+
+
+def _reemit(category: type, message: str) -> None:
+    """A warning caught in a worker, raised again here (attributed to the user's call)."""
+    import warnings
+
+    from .errors import RTKitWarning, _caller_level
+
+    if issubclass(category, RTKitWarning):
+        warn(message, log)
+    else:
+        warnings.warn(message, category, stacklevel=_caller_level())
