@@ -27,8 +27,8 @@ Four parts, in one run:
    ``_work/dvh/nelms_rows.csv``.
 2. The dicompyler-core example breast plan (``dicompyler-core``: rtss.dcm, rtdose.dcm): all
    ROIs, timed as the best of ``--repeat`` alternating runs after a warm-up: rtkit
-   ``dvhs(dose, structures)`` with the defaults (smooth, ``workers=1``), smooth with threads
-   (``workers=0``: one per usable core), slab with threads and slab with ``workers=1`` (dose and structures read and
+   ``dvhs(dose, structures)`` with the defaults (smooth, ``workers=1``), smooth on all usable
+   cores (``workers=0``: this process and forked ones), slab on all cores and slab with ``workers=1`` (dose and structures read and
    the dose decoded before the timer, fresh objects for every run), the default including the
    reading, and dicompyler ``get_dvh`` for every ROI with its defaults and with 1.25 mm
    in-plane interpolation (one run: about 30 s). Targets (issue 5): rtkit all ROIs <= 0.5 s
@@ -41,7 +41,8 @@ Four parts, in one run:
    0.1-10 Gy from rtkit and Eclipse, and the lines that explain the differences (end caps,
    BODY's low-dose volume).
 4. rtkit's peak memory for all breast ROIs (``dvhs`` with the defaults, ``workers=1``, and
-   with threads, ``workers=0``), each in a fresh subprocess (VmHWM and tracemalloc), against 3x the float32 dose
+   on all cores, ``workers=0``: this process plus each forked worker's own peak), each in a fresh
+   subprocess (VmHWM and tracemalloc), against 3x the float32 dose
    grid + one bool mask on the dose grid.
 
 Run:  .venv/bin/python benchmarks/bench_dvh.py [--repeat N] [--quick] [--no-peer-interp]
@@ -104,8 +105,8 @@ REPEAT_BUDGET_S = 300.0  # breast timing: stop repeating (after 1 run) once this
 METHODS = ("rtkit smooth", "rtkit slab", "dicompyler", "dicompyler interp")
 #: breast timing: (label, dvhs keyword arguments); the first is rtkit's defaults
 RT_VARIANTS = [("rtkit dvhs defaults (smooth, workers=1)", {}),
-               ("rtkit dvhs smooth, threads (workers=0)", {"workers": 0}),
-               ("rtkit dvhs slab, threads (workers=0)", {"between_planes": "slab", "workers": 0}),
+               ("rtkit dvhs smooth, all cores (workers=0)", {"workers": 0}),
+               ("rtkit dvhs slab, all cores (workers=0)", {"between_planes": "slab", "workers": 0}),
                ("rtkit dvhs slab, workers=1", {"between_planes": "slab", "workers": 1})]
 NOCAP = "rtkit end_caps=False"
 
@@ -528,7 +529,10 @@ def load_breast(data: Path) -> tuple[rtkit.Dose, Any]:
 
 
 def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+    """Wall time, and CPU time of this process and of its children that have ended (the forked
+    DVH workers; not the long-running dicompyler worker)."""
+    t = os.times()
+    return time.perf_counter(), t.user + t.system + t.children_user + t.children_system
 
 
 def _usable_cores() -> int:
@@ -679,7 +683,7 @@ def print_breast(b: dict[str, Any], repeat: int) -> None:
     n_empty = sum(1 for *_, e in b["rois"] if e)
     print(f"2. Breast plan (dicompyler-core example): {len(b['rois'])} ROIs ({n_empty} empty), dose "
           f"{shape[2]}x{shape[1]}x{shape[0]} (columns x rows x frames) at "
-          f"{'x'.join(f'{s:g}' for s in g.spacing[::-1])} mm; threads = {b['workers_auto']} (usable cores)")
+          f"{'x'.join(f'{s:g}' for s in g.spacing[::-1])} mm; usable cores = {b['workers_auto']}")
     rows = [(label, runs) for label, runs in b["rt_runs"].items() if runs]
     if b["rt_read_runs"]:
         rows.append(("rtkit read_dose + read_structures + dvhs defaults", b["rt_read_runs"]))
@@ -703,7 +707,7 @@ def print_breast(b: dict[str, Any], repeat: int) -> None:
           "roi) for each")
     print("  ROI (it reads both files per ROI, as its API does). dcp/rtkit = dicompyler's best time / rtkit's; "
           "CPU s = process CPU time")
-    print("  (all threads).")
+    print("  (all threads, and the forked workers).")
     print("  all runs, wall s:")
     for label, runs in rows:
         print(f"    {label:<50}" + " ".join(f"{w:.3f}" for w, _ in runs))
@@ -721,7 +725,8 @@ def print_breast(b: dict[str, Any], repeat: int) -> None:
             print(f"  targets, {head + ':':<20} all ROIs <= {TARGET_BREAST_S:g} s: "
                   f"{_verdict(rt <= TARGET_BREAST_S)} ({rt:.3f} s); >= {TARGET_BREAST_RATIO:g}x dicompyler with "
                   f"interpolation: {ratio}")
-        print("  (the targets are for rtkit's defaults; the other variants are for information)")
+        print("  (the targets are for the smooth model, the default: 'defaults' is one process, 'smooth, all cores'")
+        print("  uses this 2-core machine whole; the slab variants are for information)")
     else:
         print("  rtkit dvhs crashed: no timing")
     for label, diff in b["variant_diff"].items():
@@ -914,6 +919,7 @@ def child_memory(mode: str, data: Path) -> None:
     dose, structures = load_breast(data)
     gc.collect()
     out: dict[str, Any] = {"mode": mode, "voxels": int(dose.array.size)}
+    workers_peaks = _watch_forked_workers(measure)
     if measure == "rss":
         out["reset_ok"] = reset_peak()
         before = proc_status("VmRSS")
@@ -926,8 +932,44 @@ def child_memory(mode: str, data: Path) -> None:
         cur, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         out["peak_delta"], out["held_delta"] = peak, cur
+    out["parent_delta"] = out["peak_delta"]
+    out["children"] = workers_peaks()
+    out["peak_delta"] += sum(out["children"])  # as if every worker peaked at the same moment
     out["n"] = len(hs)
     print(json.dumps(out))
+
+
+def _watch_forked_workers(measure: str):
+    """Make every process that ``dvhs`` forks report its own peak (VmHWM over its VmRSS when it
+    took its first task, the peak reset then; or its tracemalloc peak over what it held then):
+    returns a function giving the peaks (bytes), one per forked worker.  The calling process's
+    own work is measured by the caller as before."""
+    import importlib
+    import tempfile
+
+    dvh_module = importlib.import_module("rtkit.dvh")
+    task = dvh_module._part_task
+    parent = os.getpid()
+    folder = Path(tempfile.mkdtemp(prefix="rtkit-dvh-mem-"))
+    base: dict[str, int] = {}
+
+    def measured(key, index):
+        if os.getpid() == parent:
+            return task(key, index)
+        if not base:  # this worker's first task
+            if measure == "rss":
+                reset_peak()
+                base["b"] = proc_status("VmRSS")
+            else:
+                tracemalloc.reset_peak()
+                base["b"] = tracemalloc.get_traced_memory()[0]
+        result = task(key, index)
+        peak = (proc_status("VmHWM") if measure == "rss" else tracemalloc.get_traced_memory()[1]) - base["b"]
+        (folder / f"{os.getpid()}.txt").write_text(str(max(0, peak)))
+        return result
+
+    dvh_module._part_task = measured
+    return lambda: [int(f.read_text()) for f in sorted(folder.glob("*.txt"))]
 
 
 def print_memory(data: Path) -> list[str]:
@@ -959,6 +1001,9 @@ def print_memory(data: Path) -> list[str]:
         wl = f"{_usable_cores()} (auto)" if workers == "auto" else workers
         print(f"  {wl:<10}{labels[measure]:<38}{r['peak_delta'] / 2**20:>8.1f} MiB{ratio:>9.2f}x"
               f"{r['held_delta'] / 2**20:>8.1f} MiB  {_verdict(ratio <= 1)}")
+        if r.get("children"):
+            parts = " + ".join(f"{c / 2**20:.1f}" for c in r["children"])
+            print(f"  {'':<10}  = calling process {r['parent_delta'] / 2**20:.1f} MiB + forked worker(s) {parts} MiB")
     if any(not r.get("reset_ok", True) for r in res.values()):
         print("  (could not reset VmHWM through /proc/self/clear_refs: the RSS peak includes the loading)")
     print("  dose read and decoded and structures read before the measure; a warm-up dvh on the smallest ROI")

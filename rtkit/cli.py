@@ -154,7 +154,7 @@ def _cmd_dvh(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.structures.split(",")] if args.structures else [
         n for n in case.structures.names if not case.structures[n].is_empty]
     result = dvhs(case.dose, case.structures, names=names, prescription_gy=rx,
-                  between_planes=args.between_planes)
+                  between_planes=args.between_planes, workers=args.workers)
     rows = result.table(metrics)
     width = max(len("structure"), *(len(r["structure"]) for r in rows)) if rows else 9
     _out(f"{'structure':<{width}}  " + "  ".join(f"{m:>12}" for m in metrics))
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prescription", type=float, help="prescription in Gy (default: the plan's)")
     p.add_argument("--between-planes", choices=("smooth", "slab"), default="smooth",
                    help="surface between contour planes: interpolated (default) or slabs (Structure.volume)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes computing the DVHs (default 0: the usable CPU cores; the table does not depend on it)")
     p.add_argument("--out", type=Path, help="also write the table as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     p.add_argument("--progress", action="store_true", help="show a progress bar while scanning")

@@ -141,6 +141,13 @@ def test_dvh_command(tmp_path, capsys):
     slab = list(csv.DictReader((tmp_path / "slab.csv").open()))
     expected = rtkit.dvh(rtkit.load(case).dose, rtkit.load(case).structures["PTV"], between_planes="slab").mean
     assert float(slab[0]["Dmean"]) == pytest.approx(expected, rel=1e-6)
+    # --workers: the table is the same on one process as on all cores (the default)
+    capsys.readouterr()
+    assert main(["dvh", str(case), "--metrics", "Dmean,D95%,Dmax", "--out", str(tmp_path / "all.csv")]) == 0
+    assert main(["dvh", str(case), "--metrics", "Dmean,D95%,Dmax", "--workers", "1",
+                 "--out", str(tmp_path / "one.csv")]) == 0
+    assert (tmp_path / "all.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert len(list(csv.DictReader((tmp_path / "one.csv").open()))) > 3
     assert main(["dvh", str(case), "--metrics", "D95"]) == 2
     assert "accepted forms" in capsys.readouterr().err
 
