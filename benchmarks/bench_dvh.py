@@ -7,7 +7,8 @@ needs pydicom < 3, so it runs in its own virtual environment,
 dicompyler's interpolation needs it), in a worker subprocess that this script writes to
 ``_work/dvh/`` and drives over a JSON-lines pipe. rtkit runs in this interpreter and is used
 through its public API only (``read_dose``, ``read_structures``, ``dvh``, ``dvhs``,
-``DVH.from_dicom`` and the DVH figures).
+``DVH.from_dicom`` and the DVH figures); only the memory part wraps one private function
+(``rtkit.dvh._part_task``) to read each forked worker's own peak.
 
 Four parts, in one run:
 

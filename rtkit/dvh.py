@@ -580,7 +580,7 @@ def dvh(dose: Any, structure: Any, *, resolution: float | None = None, name: str
     structure._check_frame(dose.grid)
     if structure.is_empty:
         return DVH([0.0], [0.0], name=name, prescription_gy=prescription_gy)
-    n = _part_count(dose, structure, between_planes)
+    n = _parts_for(_part_cells(dose, structure), between_planes) if between_planes == "smooth" else 1
     sinks = [_sample_part(dose, structure, i, n, resolution, between_planes, end_caps) for i in range(n)]
     return _finish(name, sinks, prescription_gy)
 
@@ -593,28 +593,29 @@ PART_CELLS = 1_000_000
 MAX_PARTS = 8
 
 
-def _part_count(dose: Any, structure: Any, between_planes: str, cells: bool = False) -> Any:
-    """How many parts the structure's solid is sampled in (1: whole), from its contour points'
-    box in dose pixels and its number of contour planes: cheap, before the solid is built.
-    ``cells=True``: that estimate of lattice cells (float) instead."""
-    if between_planes != "smooth" and not cells:
-        return 1
+def _part_cells(dose: Any, structure: Any) -> float:
+    """Estimated lattice cells of the structure's solid: its number of contour planes times the
+    dose pixels of its contour points' box (cheap: before the solid is built; 0 if none)."""
     arrays = [np.asarray(c.points, dtype=np.float64).reshape(-1, 3) for c in structure.contours]
     arrays = [x for x in arrays if len(x)]
     if not arrays:
-        return 0.0 if cells else 1
+        return 0.0
     a = np.asarray(dose.grid.affine, dtype=np.float64)[:3, :3]
     spacing = np.linalg.norm(a, axis=0)
     axes = a / spacing  # unit slice, row and column directions
     local = np.concatenate(arrays) @ axes
     if not np.all(np.isfinite(local)):
-        return 0.0 if cells else 1
+        return 0.0
     extent = (local.max(axis=0) - local.min(axis=0)) / spacing + 1.0
     firsts = np.array([x[0] for x in arrays]) @ axes[:, 0]
-    n_cells = float(len(np.unique(np.round(firsts, 3))) * extent[1] * extent[2])
-    if cells:
-        return n_cells
-    return int(np.clip(round(n_cells / PART_CELLS), 1, MAX_PARTS))
+    return float(len(np.unique(np.round(firsts, 3))) * extent[1] * extent[2])
+
+
+def _parts_for(cells: float, between_planes: str) -> int:
+    """How many parts a solid of ``cells`` estimated lattice cells is sampled in (1: whole)."""
+    if between_planes != "smooth":
+        return 1
+    return int(np.clip(round(cells / PART_CELLS), 1, MAX_PARTS))
 
 
 def _sample_part(dose: Any, structure: Any, part: int, parts: int, resolution: float | None,
@@ -732,8 +733,8 @@ def dvhs(dose: Any, structures: Any, names: Sequence[str] | None = None, *, work
         if not s.contours or all(not c.is_closed for c in s.contours):
             results[i] = dvh(dose, s, name=n, **kwargs)  # empty: nothing to share out
             continue
-        cells = _part_count(dose, s, between, cells=True)
-        parts = int(np.clip(round(cells / PART_CELLS), 1, MAX_PARTS)) if between == "smooth" else 1
+        cells = _part_cells(dose, s)
+        parts = _parts_for(cells, between)
         cost = cells / parts
         tasks += [(-cost, i, k, parts) for k in range(parts)]
     tasks.sort()  # largest first, so that the last worker to finish does not start the biggest job
