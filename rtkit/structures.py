@@ -166,6 +166,59 @@ def _contour_normal(points: NDArray[np.float64]) -> NDArray[np.float64] | None:
     return vt[2]
 
 
+def _clean_contours(arrays: list[NDArray[np.float64]]) -> tuple[list[NDArray[np.float64]], list[Any] | None]:
+    """Contours without repeated consecutive points (nor a repeated closing point), and a unit
+    normal of each (None where it has fewer than 3 points or no net area: callers then use
+    :func:`_contour_normal`), all contours at once.  ``arrays``: (N, 3) float64 each; a
+    contour with non-finite coordinates gives None normals for all (the caller reports it)."""
+    sizes = np.array([len(a) for a in arrays], dtype=np.intp)
+    if not len(arrays) or not sizes.all():
+        return [_dedup(a) for a in arrays], None
+    allp = np.concatenate(arrays)
+    if not np.isfinite(allp).all() or np.abs(allp).max() > _MAX_COORD_MM:
+        return [_dedup(a) for a in arrays], None
+    keep = np.ones(len(allp), dtype=bool)
+    keep[1:] = np.any(allp[1:] != allp[:-1], axis=1)
+    keep[np.cumsum(sizes) - sizes] = True
+    sizes = np.add.reduceat(keep, np.cumsum(sizes) - sizes).astype(np.intp)
+    pts = allp[keep]
+    first = np.cumsum(sizes) - sizes
+    last = first + sizes - 1
+    closing = (sizes > 1) & np.all(pts[first] == pts[last], axis=1)
+    if closing.any():
+        keep = np.ones(len(pts), dtype=bool)
+        keep[last[closing]] = False
+        pts, sizes = pts[keep], sizes - closing
+        first = np.cumsum(sizes) - sizes
+    clean = np.split(pts, first[1:])
+    normals: list[Any] = [None] * len(arrays)
+    use = np.flatnonzero(sizes >= 3)
+    if use.size:
+        sel = np.concatenate([clean[i] for i in use])
+        n_i = sizes[use]
+        starts = np.cumsum(n_i) - n_i
+        centred = sel - np.repeat(np.add.reduceat(sel, starts) / n_i[:, None], n_i, axis=0)
+        nxt = np.arange(1, len(sel) + 1)
+        nxt[starts + n_i - 1] = starts
+        nv = np.add.reduceat(np.cross(centred, centred[nxt]), starts)  # Newell's sums, per contour
+        extent2 = np.add.reduceat(np.einsum("ij,ij->i", centred, centred), starts) / n_i
+        length = np.sqrt(np.einsum("ij,ij->i", nv, nv))
+        for i, ok, v, ln in zip(use, length > 1e-6 * extent2, nv, length, strict=True):
+            if ok:
+                normals[i] = v / ln
+    return clean, normals
+
+
+def _dedup(pts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """One contour without repeated consecutive points, nor a repeated closing point."""
+    keep = np.ones(len(pts), dtype=bool)
+    keep[1:] = np.any(np.diff(pts, axis=0) != 0, axis=1)
+    pts = pts[keep]
+    if len(pts) > 1 and np.array_equal(pts[0], pts[-1]):
+        pts = pts[:-1]
+    return pts
+
+
 def _plane_basis(normal: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Orthonormal in-plane axes; for an axial normal these are +x and +y."""
     ref = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -221,10 +274,11 @@ class Structure:
         closed = [c for c in self.contours if c.is_closed]
         if not closed:
             return None
-        items: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
+        items: list[NDArray[np.float64]] = []
         normal: NDArray[np.float64] | None = None
-        for c in closed:
-            pts = np.asarray(c.points, dtype=np.float64).reshape(-1, 3)
+        arrays = [np.asarray(c.points, dtype=np.float64).reshape(-1, 3) for c in closed]
+        clean, normals = _clean_contours(arrays)
+        for ci, pts in enumerate(arrays):
             where = f"ROI '{self.name}' (number {self.number})"
             if not np.all(np.isfinite(pts)):
                 violation(f"{where}: a contour holds NaN or infinite coordinates", log, GeometryError,
@@ -235,18 +289,16 @@ class Structure:
                           f"{_MAX_COORD_MM:g} mm from the origin (corrupt ContourData)", log, GeometryError,
                           repair="contour skipped")
                 continue
-            keep = np.ones(len(pts), dtype=bool)
-            keep[1:] = np.any(np.diff(pts, axis=0) != 0, axis=1)
-            pts = pts[keep]
-            if len(pts) > 1 and np.array_equal(pts[0], pts[-1]):
-                pts = pts[:-1]
-            z = float(pts[:, 2].mean()) if len(pts) else float("nan")
+            pts = clean[ci]
             if len(pts) < 3:
+                z = float(pts[:, 2].mean()) if len(pts) else float("nan")
                 violation(f"{where}: closed contour at z = {z:.2f} mm has {len(pts)} distinct point(s)", log,
                           GeometryError, repair="skipped")
                 continue
-            n = _contour_normal(pts)
+            # the stack's normal from the first contour, exactly; the others only checked against it
+            n = _contour_normal(pts) if normal is None or normals is None or normals[ci] is None else normals[ci]
             if n is None:
+                z = float(pts[:, 2].mean())
                 violation(f"{where}: contour at z = {z:.2f} mm has zero area (collinear points)", log,
                           GeometryError, repair="skipped")
                 continue
@@ -255,17 +307,18 @@ class Structure:
                 if abs(normal[2]) > 1e-12:
                     normal = normal * np.sign(normal[2])
             elif abs(n @ normal) < _PARALLEL_COS:
+                z = float(pts[:, 2].mean())
                 violation(f"{where}: contour at z = {z:.2f} mm is not parallel to the ROI's other contours "
                           f"(angle {np.degrees(np.arccos(min(1.0, abs(n @ normal)))):.1f} deg)", log,
                           GeometryError, repair="skipped")
                 continue
-            items.append((pts, n))
+            items.append(pts)
         if normal is None:
             return None
         e1, e2 = _plane_basis(normal)
         groups: list[tuple[float, list[NDArray[np.float64]]]] = []
-        for pts, _ in sorted(items, key=lambda it: float(it[0].mean(axis=0) @ normal)):
-            t = float(pts.mean(axis=0) @ normal)
+        placed = [(pts, float(pts.mean(axis=0) @ normal)) for pts in items]
+        for pts, t in sorted(placed, key=lambda it: it[1]):
             off = np.abs(pts @ normal - t).max()
             if off > 0.05:
                 violation(f"{self._where(t)}: contour points are up to {off:.2f} mm off their plane "

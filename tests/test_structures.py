@@ -972,3 +972,35 @@ def test_mirp_cropped_ct_gtv_mask(data_dir):
         assert m.sum() * grid.voxel_volume_cc == pytest.approx(st.volume, rel=0.02)
         # bool and fractional agree where the voxel is wholly in or out
         assert np.all(m[frac == 1.0]) and not np.any(m[frac == 0.0])
+
+
+def test_contours_cleaned_together_as_one_by_one():
+    """All contours' repeated points and normals at once (the fast path of the solid) give the
+    per-contour answers: the same points, and normals parallel to Newell's/SVD's."""
+    from rtkit.structures import _clean_contours, _contour_normal, _dedup
+
+    rng = np.random.default_rng(7)
+    arrays = []
+    for k in range(40):
+        n = int(rng.integers(1, 12))
+        a = np.round(rng.normal(size=(n, 3)) * 20, 1)
+        a[:, 2] = 3.0 * k if k % 3 else a[:, 2]  # planar and (every third) non-planar point sets
+        if n > 2 and k % 4 == 0:
+            a = np.repeat(a, 2, axis=0)  # repeated consecutive points
+        if k % 5 == 0:
+            a = np.vstack([a, a[:1]])  # explicitly closed
+        arrays.append(a)
+    arrays.append(np.array([[0.0, 0, 0], [1, 1, 0], [2, 2, 0]]))  # collinear: no normal
+    clean, normals = _clean_contours(arrays)
+    for a, c, n in zip(arrays, clean, normals, strict=True):
+        np.testing.assert_array_equal(c, _dedup(a))
+        ref = _contour_normal(c) if len(c) >= 3 else None
+        if n is None:  # left to _contour_normal (too few points, or no net area)
+            continue
+        assert ref is not None
+        assert abs(abs(float(n @ ref)) - 1.0) < 1e-9
+    assert normals[-1] is None and _contour_normal(clean[-1]) is None
+    # a contour with a NaN: every contour left to the one-by-one path
+    bad = [*arrays[:3], np.array([[0.0, 0, 0], [np.nan, 1, 0], [1, 0, 0]])]
+    clean, normals = _clean_contours(bad)
+    assert normals is None and all(np.array_equal(c, _dedup(a), equal_nan=True) for a, c in zip(bad, clean, strict=True))
