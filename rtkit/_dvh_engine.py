@@ -226,8 +226,8 @@ def _vertex_extremes(arr: NDArray, frame: _Frame, faces: list[tuple[float, list[
           & (rc_all[:, 1] > -0.5) & (rc_all[:, 1] < C - 0.5))
     rc_all, z_all = rc_all[ok], z_all[ok]
     lo, hi = np.inf, -np.inf
-    for s0 in range(0, len(z_all), 50_000):
-        part = slice(s0, s0 + 50_000)
+    for s0 in range(0, len(z_all), VERTEX_CHUNK):
+        part = slice(s0, s0 + VERTEX_CHUNK)
         vs = _Columns(arr, rc_all[part, 0], rc_all[part, 1]).face(z_all[part], slice(None))[0]
         lo, hi = min(lo, float(vs.min())), max(hi, float(vs.max()))
     return lo, hi
@@ -409,6 +409,8 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
 GAP_CHUNK_CELLS = 100_000  # the same for the gaps of the smooth solid
 FULL_CHUNK_PIECES = 60_000  # depth pieces of wholly covered columns sampled at once
+COVERAGE_CHUNK_CELLS = 40_000  # lattice cells of the planes whose exact coverage is found at once
+VERTEX_CHUNK = 16_384  # contour vertices whose doses are interpolated at once (for Dmin, Dmax)
 
 
 def sample_aligned(dose: Any, stack: Any, layers: list[Layer], resolution: float | None,
@@ -708,6 +710,7 @@ def sample_smooth(dose: Any, stack: Any, resolution: float | None, sink: Histogr
         distances.release(int(used.min()))  # gaps come in order: lower planes are done
         whole[g0:g0 + step] = _smooth_gaps(chunk, arr, fr, lat, z, idx_rings, distances,
                                            (uv0, du, dv), diag, sink, plane_cov)
+    del distances, plane_cov  # not needed below: their memory is free for the columns
     # Wholly covered pixels: one column per run of touching gaps over the whole solid (fewer
     # depth pieces than one per chunk), found in blocks of pixels (memory).
     zab = np.sort(np.column_stack([fr.k(z[table[:, 0]]), fr.k(z[table[:, 1]])]), axis=1)
@@ -804,10 +807,12 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     for j in [j for j in plane_cov if j < used[0]]:
         del plane_cov[j]
     new = [int(j) for j in used if int(j) not in plane_cov]
-    if new:
-        rings = [r for i, j in enumerate(new) for r in lat.rings(idx_rings[j], i * nr)]
-        cov_new = [x.reshape(len(new), npx) for x in coverage(rings, (len(new) * nr, nc), moments=True)]
-        for i, j in enumerate(new):
+    per = max(1, COVERAGE_CHUNK_CELLS // npx)  # planes per coverage pass (memory; same values)
+    for b0 in range(0, len(new), per):
+        batch = new[b0:b0 + per]
+        rings = [r for i, j in enumerate(batch) for r in lat.rings(idx_rings[j], i * nr)]
+        cov_new = [x.reshape(len(batch), npx) for x in coverage(rings, (len(batch) * nr, nc), moments=True)]
+        for i, j in enumerate(batch):
             plane_cov[j] = (cov_new[0][i], cov_new[1][i], cov_new[2][i])
     def rows(planes: NDArray, which: int) -> NDArray:
         return np.stack([plane_cov[int(j)][which] for j in planes])
@@ -858,6 +863,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
         exact = at_centre[None] & ~absent
         dist[exact] = (sign * d_c)[slot[exact]]
+        del fs, ns, normal, centre, foot, keys, uniq, pix_of, slot, sign, d_c, absent, exact  # memory
         da, db = dist[1], dist[2]
         zz = np.stack([z[np.maximum(r, 0)] for r in roles])
         pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
@@ -876,6 +882,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         for s0 in range(0, len(p0), CURVE_CHUNK):
             sl = slice(s0, s0 + CURVE_CHUNK)
             length[sl], centre_z[sl], keep_a[sl] = _inside_along_curve(p0[sl], p1[sl], t0[sl], t1[sl])
+        del pp, p0, p1, pn, t0, t1, zz, roles, q  # memory: the curves are done
         za_g, zb_g = z[A[gi]], z[B[gi]]
         # Resolved (the band between the two contours at least two lattice pixels wide): the
         # part of the gap where the profile at the query point is inside.
@@ -897,6 +904,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
             split_w.append(own[use] * lat.pixel_area)
             split_a.append(za[use])
             split_b.append(zb[use])
+        del dist, da, db, length, centre_z, keep_a, own_a, own_b, qi, qj, cc  # memory
     for qs, ws, zas, zbs, extremes in ((cols_q, cols_w, cols_a, cols_b, True),
                                        (split_q, split_w, split_a, split_b, False)):
         if not qs:

@@ -649,10 +649,10 @@ def _sample_part(dose: Any, structure: Any, part: int, parts: int, resolution: f
             t = dose.grid.index_to_world(idx.astype(np.float64)) @ stack.normal
             keep = (t >= pos.min() - 1e-6) & (t <= pos.max() + 1e-6)
             in_mask[tuple(idx[~keep].T)] = False
-        inside_grid = dose.array[in_mask]  # NaN (a resampled dose outside its grid) is skipped
-        if inside_grid.size:
-            sink.dmin = min(sink.dmin, float(np.fmin.reduce(inside_grid)))
-            sink.dmax = max(sink.dmax, float(np.fmax.reduce(inside_grid)))
+        if in_mask.any():  # NaN (a resampled dose outside its grid) is skipped; no copy of the values
+            arr = dose.array
+            sink.dmin = min(sink.dmin, float(np.fmin.reduce(arr, axis=None, where=in_mask, initial=np.inf)))
+            sink.dmax = max(sink.dmax, float(np.fmax.reduce(arr, axis=None, where=in_mask, initial=-np.inf)))
     return sink
 
 
