@@ -923,10 +923,12 @@ def child_memory(mode: str, data: Path) -> None:
     workers_peaks = _watch_forked_workers(measure)
     if measure == "rss":
         out["reset_ok"] = reset_peak()
-        before = proc_status("VmRSS")
+        before, file_before = proc_status("VmRSS"), proc_status("RssFile")
         hs = rtkit.dvhs(dose, structures, **kwargs)
-        out["peak_delta"] = max(0, proc_status("VmHWM") - before)
-        out["held_delta"] = max(0, proc_status("VmRSS") - before)
+        file_pages = max(0, proc_status("RssFile") - file_before)
+        out["peak_delta"] = max(0, proc_status("VmHWM") - before - file_pages)
+        out["held_delta"] = max(0, proc_status("VmRSS") - before - file_pages)
+        out["file_pages"] = [file_pages]
     else:
         tracemalloc.start()
         hs = rtkit.dvhs(dose, structures, **kwargs)
@@ -934,7 +936,8 @@ def child_memory(mode: str, data: Path) -> None:
         tracemalloc.stop()
         out["peak_delta"], out["held_delta"] = peak, cur
     out["parent_delta"] = out["peak_delta"]
-    out["children"] = workers_peaks()
+    out["children"], child_files = workers_peaks()
+    out["file_pages"] = out.get("file_pages", []) + child_files
     out["peak_delta"] += sum(out["children"])  # as if every worker peaked at the same moment
     out["n"] = len(hs)
     print(json.dumps(out))
@@ -943,8 +946,13 @@ def child_memory(mode: str, data: Path) -> None:
 def _watch_forked_workers(measure: str):
     """Make every process that ``dvhs`` forks report its own peak (VmHWM over its VmRSS when it
     took its first task, the peak reset then; or its tracemalloc peak over what it held then):
-    returns a function giving the peaks (bytes), one per forked worker.  The calling process's
-    own work is measured by the caller as before."""
+    returns a function giving the peaks (bytes), one per forked worker, and the file-backed pages
+    each mapped in meanwhile.  The calling process's own work is measured by the caller as before.
+
+    A forked process starts without the file-backed pages of its parent in its page tables (Linux
+    copies those lazily): as it runs it maps in numpy's, scipy's and Python's code again, which is
+    already in memory and shared with the parent.  VmHWM counts those pages; they are not new
+    memory, so the growth of RssFile (which only grows: code stays mapped) is taken off the peak."""
     import importlib
     import tempfile
 
@@ -961,16 +969,22 @@ def _watch_forked_workers(measure: str):
             if measure == "rss":
                 reset_peak()
                 base["b"] = proc_status("VmRSS")
+                base["f"] = proc_status("RssFile")
             else:
                 tracemalloc.reset_peak()
                 base["b"] = tracemalloc.get_traced_memory()[0]
         result = task(key, index)
-        peak = (proc_status("VmHWM") if measure == "rss" else tracemalloc.get_traced_memory()[1]) - base["b"]
-        (folder / f"{os.getpid()}.txt").write_text(str(max(0, peak)))
+        files = max(0, proc_status("RssFile") - base["f"]) if measure == "rss" else 0
+        peak = (proc_status("VmHWM") if measure == "rss" else tracemalloc.get_traced_memory()[1]) - base["b"] - files
+        (folder / f"{os.getpid()}.txt").write_text(f"{max(0, peak)} {files}")
         return result
 
+    def peaks() -> tuple[list[int], list[int]]:
+        rows = [[int(v) for v in f.read_text().split()] for f in sorted(folder.glob("*.txt"))]
+        return [r[0] for r in rows], [r[1] for r in rows]
+
     dvh_module._part_task = measured
-    return lambda: [int(f.read_text()) for f in sorted(folder.glob("*.txt"))]
+    return peaks
 
 
 def print_memory(data: Path) -> list[str]:
@@ -995,7 +1009,7 @@ def print_memory(data: Path) -> list[str]:
           f"({_mib(nvox)}; the largest ROI's mask")
     print(f"  on the dose grid is this size) = {_mib(budget)} ({budget / 2**20:.1f} MiB)")
     print(f"  {'workers':<10}{'measure':<38}{'peak +':>12}{'x budget':>10}{'held after':>12}  result")
-    labels = {"rss": "VmHWM - VmRSS before (peak reset)", "tracemalloc": "tracemalloc peak"}
+    labels = {"rss": "VmHWM - VmRSS before - code pages", "tracemalloc": "tracemalloc peak"}
     for mode, r in res.items():
         measure, workers = mode.split(":")
         ratio = r["peak_delta"] / budget
@@ -1005,11 +1019,16 @@ def print_memory(data: Path) -> list[str]:
         if r.get("children"):
             parts = " + ".join(f"{c / 2**20:.1f}" for c in r["children"])
             print(f"  {'':<10}  = calling process {r['parent_delta'] / 2**20:.1f} MiB + forked worker(s) {parts} MiB")
+        if measure == "rss" and r.get("file_pages"):
+            files = " + ".join(f"{c / 2**20:.1f}" for c in r["file_pages"])
+            print(f"  {'':<10}  file-backed pages mapped in meanwhile, not counted: {files} MiB")
     if any(not r.get("reset_ok", True) for r in res.values()):
         print("  (could not reset VmHWM through /proc/self/clear_refs: the RSS peak includes the loading)")
     print("  dose read and decoded and structures read before the measure; a warm-up dvh on the smallest ROI")
     print("  (other objects) first, so lazy imports are not counted; held after = still allocated after dvhs")
-    print("  (the DVHs themselves, plus for RSS what the allocator keeps)")
+    print("  (the DVHs themselves, plus for RSS what the allocator keeps); code pages = growth of RssFile: a forked")
+    print("  worker maps numpy's, scipy's and Python's code in again (Linux copies file-backed page tables lazily),")
+    print("  pages already in memory and shared with the calling process, so not new memory")
     for c in crashes:
         print(f"  crash  {c}")
     print()
