@@ -408,7 +408,7 @@ def _lattice_for(fr: _Frame, layers: list[Layer], idx_rings: list[list[NDArray[n
 
 CHUNK_CELLS = 60_000  # lattice cells (layers x pixels) handled at once: bounds the memory
 GAP_CHUNK_CELLS = 100_000  # the same for the gaps of the smooth solid
-FULL_CHUNK_PIECES = 60_000  # depth pieces of wholly covered columns sampled at once
+FULL_CHUNK_PIECES = 30_000  # depth pieces of wholly covered columns sampled at once
 COVERAGE_CHUNK_CELLS = 40_000  # lattice cells of the planes whose exact coverage is found at once
 VERTEX_CHUNK = 16_384  # contour vertices whose doses are interpolated at once (for Dmin, Dmax)
 
@@ -856,14 +856,15 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
         d_c, sign, foot = distances.get(uniq)
         normal = (centre - foot) * (sign / np.maximum(d_c, 1e-300))[:, None]
         slot = np.searchsorted(uniq, np.maximum(keys, 0))
-        fs, ns = foot[slot], normal[slot]
-        dist = (q[None, :, 0] - fs[..., 0]) * ns[..., 0] + (q[None, :, 1] - fs[..., 1]) * ns[..., 1]
+        dist = np.empty(slot.shape)
+        for i, sl in enumerate(slot):  # one role at a time (memory): (q - foot) . normal
+            dist[i] = (q[:, 0] - foot[sl, 0]) * normal[sl, 0] + (q[:, 1] - foot[sl, 1]) * normal[sl, 1]
         absent = keys < 0
         dist[absent] = 0.0
         at_centre = (qi == pix // nc) & (qj == pix % nc)  # exact there (also on the medial axis)
         exact = at_centre[None] & ~absent
         dist[exact] = (sign * d_c)[slot[exact]]
-        del fs, ns, normal, centre, foot, keys, uniq, pix_of, slot, sign, d_c, absent, exact  # memory
+        del normal, centre, foot, keys, uniq, pix_of, slot, sign, d_c, absent, exact  # memory
         da, db = dist[1], dist[2]
         zz = np.stack([z[np.maximum(r, 0)] for r in roles])
         pp, p0, p1, pn = (np.stack([dist[i], zz[i]], axis=-1) for i in range(4))
