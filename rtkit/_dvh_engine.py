@@ -807,7 +807,7 @@ def _smooth_gaps(table: NDArray[np.intp], arr: NDArray, fr: _Frame, lat: _Lattic
     for j in [j for j in plane_cov if j < used[0]]:
         del plane_cov[j]
     new = [int(j) for j in used if int(j) not in plane_cov]
-    per = max(1, COVERAGE_CHUNK_CELLS // npx)  # planes per coverage pass (memory; same values)
+    per = max(1, COVERAGE_CHUNK_CELLS // npx)  # planes per coverage pass (memory; the same values to round-off)
     for b0 in range(0, len(new), per):
         batch = new[b0:b0 + per]
         rings = [r for i, j in enumerate(batch) for r in lat.rings(idx_rings[j], i * nr)]
