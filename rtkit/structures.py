@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
-from ._raster import centers_inside_stack, coverage
+from ._raster import centers_inside_stack, coverage, ring_successors
 from .errors import FrameOfReferenceError, GeometryError, violation, warn
 from .geometry import Grid
 
@@ -198,9 +198,7 @@ def _clean_contours(arrays: list[NDArray[np.float64]]) -> tuple[list[NDArray[np.
         n_i = sizes[use]
         starts = np.cumsum(n_i) - n_i
         centred = sel - np.repeat(np.add.reduceat(sel, starts) / n_i[:, None], n_i, axis=0)
-        nxt = np.arange(1, len(sel) + 1)
-        nxt[starts + n_i - 1] = starts
-        nv = np.add.reduceat(np.cross(centred, centred[nxt]), starts)  # Newell's sums, per contour
+        nv = np.add.reduceat(np.cross(centred, centred[ring_successors(n_i)]), starts)  # Newell's sums
         extent2 = np.add.reduceat(np.einsum("ij,ij->i", centred, centred), starts) / n_i
         length = np.sqrt(np.einsum("ij,ij->i", nv, nv))
         for i, ok, v, ln in zip(use, length > 1e-6 * extent2, nv, length, strict=True):
@@ -280,15 +278,16 @@ class Structure:
         clean, normals = _clean_contours(arrays)
         for ci, pts in enumerate(arrays):
             where = f"ROI '{self.name}' (number {self.number})"
-            if not np.all(np.isfinite(pts)):
-                violation(f"{where}: a contour holds NaN or infinite coordinates", log, GeometryError,
-                          repair="contour skipped")
-                continue
-            if np.abs(pts).max(initial=0.0) > _MAX_COORD_MM:
-                violation(f"{where}: a contour has a coordinate of {np.abs(pts).max():.3g} mm, more than "
-                          f"{_MAX_COORD_MM:g} mm from the origin (corrupt ContourData)", log, GeometryError,
-                          repair="contour skipped")
-                continue
+            if normals is None:  # else every coordinate was found finite and in range at once
+                if not np.all(np.isfinite(pts)):
+                    violation(f"{where}: a contour holds NaN or infinite coordinates", log, GeometryError,
+                              repair="contour skipped")
+                    continue
+                if np.abs(pts).max(initial=0.0) > _MAX_COORD_MM:
+                    violation(f"{where}: a contour has a coordinate of {np.abs(pts).max():.3g} mm, more than "
+                              f"{_MAX_COORD_MM:g} mm from the origin (corrupt ContourData)", log, GeometryError,
+                              repair="contour skipped")
+                    continue
             pts = clean[ci]
             if len(pts) < 3:
                 z = float(pts[:, 2].mean()) if len(pts) else float("nan")
