@@ -133,22 +133,33 @@ def coverage(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int], momen
         return np.clip(np.abs(cov), 0.0, 1.0)
     # First moments about each pixel's centre of the same signed regions (x linear in y along a
     # piece, so the integrals are closed-form): the centroid of the covered part of each pixel.
+    # Only partly covered pixels have a centroid off the centre; their moments are found from
+    # running sums over the pieces sorted by pixel rather than over the whole window (a partly
+    # covered pixel need not hold a piece itself: it may lie right of one in its row).
     ua = ya - (r + 0.5)
     dx = xb - xa
     rest = c + 1 - xa
     my_in = dy * (ua * rest - ua * dx / 2 + dy * rest / 2 - dy * dx / 3)
-    my_full = dy * (ua + dy / 2)
-    acc_y = np.bincount(here, weights=my_in, minlength=R * width)
-    acc_y += np.bincount(here + 1, weights=my_full - my_in, minlength=R * width)
+    my_full = dy * (ua + dy / 2)  # the piece's moment in every pixel further right in its row
     wa, wb = xa - c - 0.5, xb - c - 0.5
     mx_in = dy * (0.25 - (wa * wa + wa * wb + wb * wb) / 3) / 2
-    acc_x = np.bincount(here, weights=mx_in, minlength=R * width)
-    acc_x -= np.bincount(here + 1, weights=mx_in, minlength=R * width)
-    m_y = np.cumsum(acc_y.reshape(R, width), axis=1)[:, :C]
-    m_x = np.cumsum(acc_x.reshape(R, width), axis=1)[:, :C]
-    inv = np.divide(1.0, cov, out=np.zeros(cov.shape), where=cov != 0)
-    oy, ox = m_y * inv, m_x * inv
-    return np.clip(np.abs(cov), 0.0, 1.0), np.clip(oy, -0.5, 0.5), np.clip(ox, -0.5, 0.5)
+    order = np.argsort(here, kind="stable")
+    here_s = here[order]
+    cum_in = np.r_[0.0, np.cumsum(my_in[order])]
+    cum_full = np.r_[0.0, np.cumsum(my_full[order])]
+    cum_x = np.r_[0.0, np.cumsum(mx_in[order])]
+    rr, cc = np.nonzero((cov != 0) & (np.abs(cov) < 1.0 - 1e-12))
+    flat = rr * width + cc
+    at = np.searchsorted(here_s, flat, side="left")  # pieces before the pixel
+    to = np.searchsorted(here_s, flat, side="right")  # ... and up to it
+    row0 = np.searchsorted(here_s, rr * width, side="left")  # pieces before its row
+    m_y = cum_in[to] - cum_in[at] + cum_full[at] - cum_full[row0]
+    m_x = cum_x[to] - cum_x[at]
+    inv = 1.0 / cov[rr, cc]
+    oy, ox = np.zeros(shape), np.zeros(shape)
+    oy[rr, cc] = np.clip(m_y * inv, -0.5, 0.5)
+    ox[rr, cc] = np.clip(m_x * inv, -0.5, 0.5)
+    return np.clip(np.abs(cov), 0.0, 1.0), oy, ox
 
 
 def centers_inside(rings: Sequence[NDArray[np.float64]], shape: tuple[int, int]) -> NDArray[np.bool_]:
